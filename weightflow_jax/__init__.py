@@ -17,7 +17,7 @@ _SUBMODULES = (
 
 def __getattr__(name):
     if name in _SUBMODULES:
-      return importlib.import_module(f"{__name__}.{name}")
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
