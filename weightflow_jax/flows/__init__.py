@@ -1,0 +1,24 @@
+"""Flow matching over MLP weights: spaces, priors, paths, losses, couplings, Euler sampling.
+
+* :class:`FlowSpace` — the euclidean, normalized and geometric flows' coordinates and
+  geometry (see :mod:`.spaces`).
+* :mod:`.paths` — prior, time distribution, interpolants, conditional targets, CFM loss.
+* :mod:`.couplings` — independent, exact minibatch OT and Sinkhorn (OTT-JAX) couplings.
+* :mod:`.sampling` — the reference Euler integrator on the flow's geometry, with guidance.
+"""
+
+from weightflow_jax.flows.couplings import (
+    COUPLINGS, couple, exact_assignment, mean_pair_cost, pairwise_cost, sinkhorn_assignment)
+from weightflow_jax.flows.paths import (
+    PARAMETERIZATIONS, TIME_DISTRIBUTIONS, cfm_loss, interpolate, predicted_velocity,
+    predicted_x1, sample_prior, sample_time, target_velocity)
+from weightflow_jax.flows.sampling import euler_sample, euler_step, velocity
+from weightflow_jax.flows.spaces import FLOWS, FlowSpace, is_factor, leaf_counts
+
+__all__ = [
+    "COUPLINGS", "couple", "exact_assignment", "mean_pair_cost", "pairwise_cost",
+    "sinkhorn_assignment", "PARAMETERIZATIONS", "TIME_DISTRIBUTIONS", "cfm_loss",
+    "interpolate", "predicted_velocity", "predicted_x1", "sample_prior", "sample_time",
+    "target_velocity", "euler_sample", "euler_step", "velocity", "FLOWS", "FlowSpace",
+    "is_factor", "leaf_counts",
+]

@@ -1,0 +1,127 @@
+"""Priors, times, interpolants, conditional targets and the CFM loss.
+
+All functions act on ONE network's coordinates (a :class:`Canonical` without a batch
+axis); ``jax.vmap`` them over a batch. Formulas (``../shared/REFERENCE.md``):
+
+* path: ``x_t = exp_{x0}(t log_{x0} x1)`` (a straight line in flat factors);
+* conditional velocity: ``u_t = log_{x_t}(x1) / (1 - t)`` (``x1 - x0`` in flat factors);
+* x1-prediction (``"target"``): the network predicts ``x1``; its velocity is
+  ``log_{x_t}(x1_hat) / (1 - t)``; the loss is the squared geodesic distance per layer;
+* velocity prediction (``"velocity"``): the prediction is projected onto the tangent
+  space at ``x_t``; the loss is its squared Riemannian distance to ``u_t``.
+
+Losses are means over leaves of per-leaf means (one sphere or one scalar = one unit),
+so every layer's weights and biases weigh the same whatever the width.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from weightflow_jax.flows.spaces import FlowSpace, leaf_counts
+from weightflow_jax.geometry import product
+from weightflow_jax.symmetry import Canonical
+
+__all__ = [
+    "PARAMETERIZATIONS",
+    "TIME_DISTRIBUTIONS",
+    "sample_prior",
+    "sample_time",
+    "interpolate",
+    "target_velocity",
+    "predicted_x1",
+    "predicted_velocity",
+    "cfm_loss",
+]
+
+PARAMETERIZATIONS = ("target", "velocity")
+TIME_DISTRIBUTIONS = ("beta", "uniform")
+T_MAX = 1.0 - 1e-3
+
+
+def sample_prior(key: jax.Array, space: FlowSpace, std: float = 0.1) -> Canonical:
+    """One draw of ``p0``: ``N(0, std^2)`` entries, spheres normalized (geometric flow).
+
+    The normalized flow starts from the plain Gaussian (its path cuts through the spheres,
+    as in the thesis); the euclidean flow likewise.
+    """
+    spec = space.manifold_spec if space.kind == "geometric" else space.path_spec
+    return product.random_normal_projected(key, spec, space.coord_shapes(), std)
+
+
+def sample_time(key: jax.Array, shape: tuple[int, ...] = (), distribution: str = "beta",
+                a: float = 1.0, b: float = 2.0) -> jax.Array:
+    """Training times in ``[0, T_MAX]``: ``Beta(a, b)`` (thesis: ``Beta(1, 2)``) or uniform."""
+    if distribution == "beta":
+        t = jax.random.beta(key, a, b, shape)
+    elif distribution == "uniform":
+        t = jax.random.uniform(key, shape)
+    else:
+        raise ValueError(
+            f"unknown time distribution {distribution!r}; choose one of {TIME_DISTRIBUTIONS}")
+    return jnp.clip(t, 0.0, T_MAX)
+
+
+def interpolate(space: FlowSpace, x0: Canonical, x1: Canonical, t: jax.Array) -> Canonical:
+    """``x_t`` on the path from ``x0`` to ``x1``; ``t`` a scalar."""
+    return product.geodesic(space.path_spec, x0, x1, t)
+
+
+def target_velocity(space: FlowSpace, xt: Canonical, x1: Canonical, t: jax.Array) -> Canonical:
+    """Conditional velocity ``u_t(x_t | x1) = log_{x_t}(x1) / (1 - t)``."""
+    return product.cond_velocity(space.path_spec, xt, x1, t)
+
+
+def predicted_x1(space: FlowSpace, pred: Canonical) -> Canonical:
+    """An x1-prediction put onto the data manifold (spheres renormalized)."""
+    return space.retract(pred)
+
+
+def predicted_velocity(space: FlowSpace, pred: Canonical, xt: Canonical, t: jax.Array,
+                       parameterization: str = "target") -> Canonical:
+    """The velocity field value at ``(x_t, t)`` from the network's raw output ``pred``.
+
+    ``"target"``: ``log_{x_t}(retract(pred)) / (1 - t)``; ``"velocity"``: ``proj_{x_t}(pred)``.
+    Always a tangent vector at ``x_t`` of the path geometry.
+    """
+    if parameterization == "target":
+        return product.cond_velocity(space.path_spec, xt, predicted_x1(space, pred), t)
+    if parameterization == "velocity":
+        return product.proj(space.path_spec, xt, pred)
+    raise ValueError(
+        f"unknown parameterization {parameterization!r}; choose one of {PARAMETERIZATIONS}")
+
+
+def _mean_over_leaves(per_leaf: Any, counts: Any) -> jax.Array:
+    sums = jax.tree.leaves(per_leaf)
+    ns = jax.tree.leaves(counts)
+    return sum(s / n for s, n in zip(sums, ns)) / len(sums)
+
+
+def cfm_loss(space: FlowSpace, pred: Canonical, x0: Canonical, x1: Canonical, xt: Canonical,
+             t: jax.Array, parameterization: str = "target") -> jax.Array:
+    """Conditional flow-matching loss of one example (a scalar).
+
+    Args:
+      space: the flow's space.
+      pred: the network's raw output at ``(x_t, t)``, same tree as the coordinates.
+      x0, x1: the coupled prior and data points; ``xt`` their interpolant at ``t``.
+      parameterization: ``"target"`` or ``"velocity"``.
+    """
+    del x0  # the conditional targets below only need x_t and x1
+    spec = space.path_spec
+    counts = leaf_counts(spec, xt)
+    if parameterization == "target":
+        x1_hat = predicted_x1(space, pred)
+        per_leaf = product.sq_dist_per_leaf(spec, x1_hat, x1)
+    elif parameterization == "velocity":
+        v = product.proj(spec, xt, pred)
+        u = target_velocity(space, xt, x1, t)
+        per_leaf = jax.tree.map(lambda a, b: jnp.sum((a - b) ** 2), v, u)
+    else:
+        raise ValueError(
+            f"unknown parameterization {parameterization!r}; choose one of {PARAMETERIZATIONS}")
+    return _mean_over_leaves(per_leaf, counts)

@@ -1,0 +1,333 @@
+"""End-to-end run: zoo -> alignment/canonical form -> flow training -> sampling -> report.
+
+:func:`train_and_evaluate` is what ``python -m experiments.train --config=...`` calls; it is
+importable and runs with a shrunken config in the tests. :func:`load_flow` reopens a
+finished (or checkpointed) run for sampling.
+
+A workdir holds: ``config.json``, orbax checkpoints, ``metrics.jsonl`` + TensorBoard event
+files, ``data_stats.json`` (what the flow was trained on), ``samples.npz`` (plain weights
+``W0, b0, ...``), ``eval.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from weightflow_jax import data as data_lib
+from weightflow_jax import flows, mlp, zoo as zoo_lib
+from weightflow_jax import train as train_lib
+from weightflow_jax.flows import field
+from weightflow_jax.symmetry import Canonical
+
+__all__ = ["FlowRun", "default_workdir", "prepare_data", "build_flow", "make_loss_fn",
+           "make_batch_fn", "train_and_evaluate", "load_flow", "sample_networks",
+           "evaluate_networks"]
+
+
+@dataclasses.dataclass
+class FlowRun:
+    """A flow ready to train or sample: its space, model, variables and config."""
+
+    config: ml_collections.ConfigDict
+    space: flows.FlowSpace
+    model: Any
+    variables: Any
+
+    def predict_fn(self, space: flows.FlowSpace | None = None):
+        """``(x_batch, t) -> raw output`` for sampling, optionally on another architecture."""
+        space = space or self.space
+        return lambda x, t: field.predict(self.model, self.variables, space, x, t)
+
+
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+    """``config.workdir`` or ``runs/<name>_<size>``."""
+    return str(config.workdir) or os.path.join("runs", f"{config.name}_{config.size}")
+
+
+def _flow_space(config) -> flows.FlowSpace:
+    return flows.FlowSpace(str(config.flow.kind), mlp.parse_arch(str(config.zoo.arch)),
+                           str(config.flow.canonical_mode))
+
+
+def prepare_data(config: ml_collections.ConfigDict, *, progress: bool = True):
+    """Builds or reuses the zoo and returns ``(space, coords, zoo, preprocessed)``.
+
+    ``coords`` is a host :class:`Canonical` with a leading snapshot axis: aligned raw weights
+    for the euclidean flow, canonical coordinates for the others.
+    """
+    space = _flow_space(config)
+    path = zoo_lib.build_zoo(config.zoo, progress=progress)
+    zoo = zoo_lib.load_zoo(path)
+    if zoo.layer_sizes != space.sizes:
+        raise ValueError(
+            f"the zoo at {path} holds {mlp.format_arch(zoo.layer_sizes)} networks but the flow "
+            f"config is for {mlp.format_arch(space.sizes)}; set --config.zoo.arch or use a "
+            "matching zoo directory (--config.zoo.dir)")
+    mode = "none" if space.kind == "euclidean" else space.canonical_mode
+    pre = zoo_lib.preprocess(zoo, mode, align=bool(config.flow.align), progress=progress)
+    if space.kind == "euclidean":
+        coords = Canonical([(np.asarray(w), np.asarray(b)) for w, b in pre.params], None)
+    else:
+        coords = pre.canonical
+    return space, coords, zoo, pre
+
+
+def build_flow(config: ml_collections.ConfigDict, space: flows.FlowSpace,
+               key: jax.Array) -> FlowRun:
+    """The vector-field model for ``space`` and freshly initialised variables."""
+    m = config.model
+    model = field.make_model(space, num_layers=int(m.num_layers), width=int(m.width),
+                             num_heads=int(m.num_heads), attention=str(m.attention),
+                             mlp_ratio=int(m.mlp_ratio), time_features=int(m.time_features))
+    variables = field.init_variables(model, space, key)
+    return FlowRun(config, space, model, variables)
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam(W) with linear warm-up and gradient clipping."""
+    t = config.train
+    schedule = optax.linear_schedule(0.0, float(t.learning_rate), max(int(t.warmup_steps), 1))
+    return optax.chain(optax.clip_by_global_norm(float(t.grad_clip)),
+                       optax.adamw(schedule, weight_decay=float(t.weight_decay)))
+
+
+def make_loss_fn(run: FlowRun):
+    """``loss_fn(params, batch, rng) -> (loss, metrics)`` for :func:`train.make_train_step`.
+
+    ``batch = {"x0": Canonical, "x1": Canonical}`` with a leading batch axis (already
+    coupled); times are drawn inside from ``rng``.
+    """
+    cfg = run.config.flow
+    space = run.space
+    param = str(cfg.parameterization)
+
+    def loss_fn(params, batch, rng):
+        x0, x1 = batch["x0"], batch["x1"]
+        n = x0.layers[0][0].shape[0]
+        t = flows.sample_time(rng, (n,), str(cfg.time_distribution), float(cfg.time_a),
+                              float(cfg.time_b))
+        xt = jax.vmap(lambda a, b, s: flows.interpolate(space, a, b, s))(x0, x1, t)
+        pred = field.predict(run.model, {"params": params}, space, xt, t)
+        losses = jax.vmap(lambda p, a, b, c, s: flows.cfm_loss(space, p, a, b, c, s, param))(
+            pred, x0, x1, xt, t)
+        return jnp.mean(losses), {"t_mean": jnp.mean(t)}
+
+    return loss_fn
+
+
+def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array):
+    """``batch_fn(step)``: a coupled batch that depends only on ``step`` (resumable)."""
+    cfg, tcfg = run.config.flow, run.config.train
+    space = run.space
+    n_data = int(coords.layers[0][0].shape[0])
+    bsz = int(tcfg.batch_size)
+    std = float(cfg.prior_std)
+    prior = jax.jit(lambda k: jax.vmap(lambda kk: flows.sample_prior(kk, space, std))(
+        jax.random.split(k, bsz)))
+    seed = int(run.config.seed)
+
+    def batch_fn(step: int):
+        rng = np.random.default_rng((seed, 7, int(step)))
+        idx = rng.choice(n_data, size=bsz, replace=n_data < bsz)
+        x1 = jax.tree.map(lambda a: a[idx], coords)
+        k = jax.random.fold_in(key, int(step))
+        x0 = prior(k)
+        x1 = flows.couple(str(cfg.coupling), jax.random.fold_in(k, 1), space, x0, x1,
+                          float(cfg.sinkhorn_epsilon))
+        return {"x0": x0, "x1": x1}
+
+    return batch_fn
+
+
+def _host_params(params) -> list:
+    return [(np.asarray(w), np.asarray(b)) for w, b in params]
+
+
+def sample_networks(run: FlowRun, key: jax.Array, num: int, *, steps: int,
+                    space: flows.FlowSpace | None = None, guidance: float = 0.0,
+                    task: tuple[np.ndarray, np.ndarray] | None = None,
+                    guidance_batch: int = 256, chunk: int = 50) -> mlp.Params:
+    """Samples ``num`` networks by Euler integration; returns plain host weights.
+
+    Args:
+      space: another architecture of the same flow (e.g. ``run.space.with_sizes(...)``).
+      guidance: ``lambda`` of task-loss guidance (needs ``task = (x, y)``); a fixed random
+        minibatch of ``guidance_batch`` examples is used.
+    """
+    space = space or run.space
+    predict = run.predict_fn(space)
+    guidance_fn = None
+    if guidance:
+        if task is None:
+            raise ValueError("guidance needs task data (x, y); pass task=(x, y)")
+        x, y = task
+        if x.shape[1] != space.sizes[0]:
+            raise ValueError(f"task inputs have {x.shape[1]} features but the networks take "
+                             f"{space.sizes[0]}")
+        sel = np.random.default_rng(0).choice(len(x), min(guidance_batch, len(x)), replace=False)
+        xg, yg = jnp.asarray(x[sel]), jnp.asarray(y[sel])
+
+        def guidance_fn(xb):
+            params = space.decode(xb)
+            logits = jax.vmap(mlp.forward, in_axes=(0, None))(params, xg)
+            ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), yg[None, :, None], -1)
+            return jnp.sum(jnp.mean(ce[..., 0], axis=1))
+
+    std = float(run.config.flow.prior_std)
+    param = str(run.config.flow.parameterization)
+
+    @jax.jit
+    def draw(k):
+        x0 = jax.vmap(lambda kk: flows.sample_prior(kk, space, std))(jax.random.split(k, chunk))
+        x1 = flows.euler_sample(space, predict, x0, steps, param, guidance_fn, guidance)
+        return space.decode(x1)
+
+    parts = []
+    for i in range(0, num, chunk):
+        parts.append(_host_params(draw(jax.random.fold_in(key, i))))
+    return [(np.concatenate([p[l][0] for p in parts])[:num],
+             np.concatenate([p[l][1] for p in parts])[:num]) for l in range(len(parts[0]))]
+
+
+def evaluate_networks(params: mlp.Params, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Per-network test accuracy/loss (mean, std) and the ensemble's accuracy."""
+    loss, acc = zoo_lib.evaluate(params, x, y)
+    fwd = jax.jit(jax.vmap(mlp.forward, in_axes=(0, None)))
+    probs = np.mean(np.asarray(jax.nn.softmax(fwd(params, jnp.asarray(x)))), axis=0)
+    return {
+        "num": int(len(acc)),
+        "acc_mean": float(np.mean(acc)), "acc_std": float(np.std(acc)),
+        "loss_mean": float(np.mean(loss)), "loss_std": float(np.std(loss)),
+        "ensemble_acc": float(np.mean(np.argmax(probs, -1) == y)),
+        "acc": [float(a) for a in acc], "loss": [float(v) for v in loss],
+    }
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _write_json(path: str, obj: Any) -> None:
+    _write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = None, *,
+                       progress: bool = True) -> dict[str, Any]:
+    """Builds/reuses the zoo, trains the flow (resuming), samples, evaluates, reports.
+
+    Returns:
+      A summary dictionary (also written to ``workdir/eval.json``).
+    """
+    train_lib.maybe_initialize_distributed()
+    workdir = workdir or default_workdir(config)
+    os.makedirs(workdir, exist_ok=True)
+    t_start = time.time()
+    space, coords, zoo, pre = prepare_data(config, progress=progress)
+    key = jax.random.key(int(config.seed))
+    k_init, k_state, k_data, k_sample = jax.random.split(key, 4)
+    run = build_flow(config, space, k_init)
+    optimizer = make_optimizer(config)
+    state = train_lib.create_train_state(run.variables["params"], optimizer, k_state)
+    mesh = train_lib.make_mesh()
+    step = train_lib.make_train_step(make_loss_fn(run), optimizer, mesh)
+    batch_fn = make_batch_fn(run, coords, k_data)
+    t = config.train
+    state, summary = train_lib.train_loop(
+        state, step, batch_fn, num_steps=int(t.steps), workdir=workdir,
+        checkpoint_every=int(t.checkpoint_every), log_every=int(t.log_every), config=config,
+        mesh=mesh, progress=progress)
+    run.variables = {"params": jax.tree.map(jnp.asarray, jax.device_get(state.params))}
+    n_params = sum(int(np.size(a)) for a in jax.tree.leaves(run.variables))
+
+    x_test, y_test = data_lib.load(str(config.zoo.dataset), "test")
+    s = config.sample
+    task = data_lib.load(str(config.zoo.dataset), "train") if float(s.guidance) else None
+    t0 = time.time()
+    samples = sample_networks(run, k_sample, int(s.num), steps=int(s.steps),
+                              guidance=float(s.guidance), task=task,
+                              guidance_batch=int(s.guidance_batch), chunk=int(s.chunk))
+    sample_seconds = time.time() - t0
+    from weightflow_jax.sampling import save_samples_npz
+    save_samples_npz(os.path.join(workdir, "samples.npz"), samples)
+    ev = evaluate_networks(samples, x_test, y_test)
+    final = zoo.final_indices()
+    target = evaluate_networks(zoo.select(final), x_test, y_test)
+    result = {
+        "config_name": str(config.name), "size": str(config.size), "workdir": workdir,
+        "flow": config.flow.to_dict(), "arch": mlp.format_arch(space.sizes),
+        "num_training_snapshots": int(coords.layers[0][0].shape[0]),
+        "model_params": n_params, "train": summary.as_dict(),
+        "sample_seconds": sample_seconds, "samples": ev, "target_final_snapshots": target,
+        "wall_seconds": time.time() - t_start, "hardware": _hardware(),
+    }
+    _write_json(os.path.join(workdir, "eval.json"), result)
+    _write_text(os.path.join(workdir, "report.md"), _report(config, result))
+    return result
+
+
+def _hardware() -> dict[str, Any]:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "jax": jax.__version__, "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count()}
+
+
+def _report(config, r) -> str:
+    ev, tg, tr = r["samples"], r["target_final_snapshots"], r["train"]
+    lines = [
+        f"# {r['config_name']} ({r['size']})", "",
+        f"- architecture {r['arch']}, flow `{config.flow.kind}`, coupling "
+        f"`{config.flow.coupling}`, aligned {config.flow.align}, canonical mode "
+        f"`{config.flow.canonical_mode}`, parameterization `{config.flow.parameterization}`",
+        f"- {r['num_training_snapshots']} training snapshots; model {r['model_params']} "
+        f"parameters; {tr['final_step']} steps at {tr['steps_per_sec']:.2f} steps/s; "
+        f"peak RSS {tr['peak_rss_mb']:.0f} MB",
+        f"- {ev['num']} samples, {config.sample.steps} Euler steps, guidance "
+        f"{config.sample.guidance}, sampling took {r['sample_seconds']:.1f} s", "",
+        "| networks | test accuracy | test loss | ensemble accuracy |",
+        "|---|---|---|---|",
+        f"| flow samples | {ev['acc_mean']:.3f} ± {ev['acc_std']:.3f} | "
+        f"{ev['loss_mean']:.3f} ± {ev['loss_std']:.3f} | {ev['ensemble_acc']:.3f} |",
+        f"| target (final snapshot of each zoo run) | {tg['acc_mean']:.3f} ± {tg['acc_std']:.3f}"
+        f" | {tg['loss_mean']:.3f} ± {tg['loss_std']:.3f} | {tg['ensemble_acc']:.3f} |", "",
+        f"Total wall time {r['wall_seconds']:.0f} s on {r['hardware']['backend']} "
+        f"({len(r['hardware']['devices'])} device(s)).", "",
+    ]
+    return "\n".join(lines)
+
+
+def load_flow(workdir: str) -> FlowRun:
+    """Reopens a run's config and its latest checkpoint for sampling.
+
+    Raises:
+      ValueError: the workdir has no ``config.json`` or no checkpoint.
+    """
+    cfg_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(cfg_path):
+        raise ValueError(f"{workdir} holds no trained flow (no config.json); train one with "
+                         "python -m experiments.train --config=... --workdir=" + workdir)
+    config = ml_collections.ConfigDict(train_lib.load_config(workdir))
+    space = _flow_space(config)
+    run = build_flow(config, space, jax.random.key(0))
+    optimizer = make_optimizer(config)
+    state = train_lib.create_train_state(run.variables["params"], optimizer, jax.random.key(0))
+    with train_lib.CheckpointStore(workdir) as store:
+        if store.latest_step() is None:
+            raise ValueError(f"{workdir} has a config but no checkpoint; the run never saved "
+                             "a step — train it first")
+        state = store.restore(state)
+    run.variables = {"params": jax.tree.map(jnp.asarray, jax.device_get(state.params))}
+    return run
