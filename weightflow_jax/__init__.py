@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
       "geometry", "mlp", "symmetry", "data", "zoo", "graphs", "models", "flows", "train",
+    "sampling", "pipeline",
       "evaluation",
 )
 

@@ -5,8 +5,12 @@ axis); ``jax.vmap`` them over a batch. Formulas (``../shared/REFERENCE.md``):
 
 * path: ``x_t = exp_{x0}(t log_{x0} x1)`` (a straight line in flat factors);
 * conditional velocity: ``u_t = log_{x_t}(x1) / (1 - t)`` (``x1 - x0`` in flat factors);
-* x1-prediction (``"target"``): the network predicts ``x1``; its velocity is
-  ``log_{x_t}(x1_hat) / (1 - t)``; the loss is the squared geodesic distance per layer;
+* x1-prediction (``"target"``, the thesis's choice): the network predicts ``x1``; its
+  velocity is ``log_{x_t}(x1_hat) / (1 - t)``; the loss is the squared geodesic distance
+  per layer;
+* residual x1-prediction (``"residual"``): as ``"target"`` with ``x1_hat = retract(x_t +
+  output)``, so the network only predicts the remaining displacement — the identity, which
+  is the right answer as ``t -> 1``, costs it nothing;
 * velocity prediction (``"velocity"``): the prediction is projected onto the tangent
   space at ``x_t``; the loss is its squared Riemannian distance to ``u_t``.
 
@@ -37,7 +41,7 @@ __all__ = [
     "cfm_loss",
 ]
 
-PARAMETERIZATIONS = ("target", "velocity")
+PARAMETERIZATIONS = ("target", "residual", "velocity")
 TIME_DISTRIBUTIONS = ("beta", "uniform")
 T_MAX = 1.0 - 1e-3
 
@@ -75,20 +79,31 @@ def target_velocity(space: FlowSpace, xt: Canonical, x1: Canonical, t: jax.Array
     return product.cond_velocity(space.path_spec, xt, x1, t)
 
 
-def predicted_x1(space: FlowSpace, pred: Canonical) -> Canonical:
-    """An x1-prediction put onto the data manifold (spheres renormalized)."""
+def predicted_x1(space: FlowSpace, pred: Canonical, xt: Canonical | None = None) -> Canonical:
+    """An x1-prediction put onto the data manifold (spheres renormalized).
+
+    With ``xt`` (the ``"residual"`` parameterization) the prediction is ``xt + pred``.
+    """
+    if xt is not None:
+        pred = jax.tree.map(jnp.add, xt, pred)
     return space.retract(pred)
+
+
+def _x1_hat(space: FlowSpace, pred: Canonical, xt: Canonical, parameterization: str):
+    return predicted_x1(space, pred, xt if parameterization == "residual" else None)
 
 
 def predicted_velocity(space: FlowSpace, pred: Canonical, xt: Canonical, t: jax.Array,
                        parameterization: str = "target") -> Canonical:
     """The velocity field value at ``(x_t, t)`` from the network's raw output ``pred``.
 
-    ``"target"``: ``log_{x_t}(retract(pred)) / (1 - t)``; ``"velocity"``: ``proj_{x_t}(pred)``.
-    Always a tangent vector at ``x_t`` of the path geometry.
+    ``"target"``: ``log_{x_t}(retract(pred)) / (1 - t)``; ``"residual"``: the same with
+    ``retract(x_t + pred)``; ``"velocity"``: ``proj_{x_t}(pred)``. Always a tangent vector at
+    ``x_t`` of the path geometry.
     """
-    if parameterization == "target":
-        return product.cond_velocity(space.path_spec, xt, predicted_x1(space, pred), t)
+    if parameterization in ("target", "residual"):
+        x1_hat = _x1_hat(space, pred, xt, parameterization)
+        return product.cond_velocity(space.path_spec, xt, x1_hat, t)
     if parameterization == "velocity":
         return product.proj(space.path_spec, xt, pred)
     raise ValueError(
@@ -109,13 +124,13 @@ def cfm_loss(space: FlowSpace, pred: Canonical, x0: Canonical, x1: Canonical, xt
       space: the flow's space.
       pred: the network's raw output at ``(x_t, t)``, same tree as the coordinates.
       x0, x1: the coupled prior and data points; ``xt`` their interpolant at ``t``.
-      parameterization: ``"target"`` or ``"velocity"``.
+      parameterization: ``"target"``, ``"residual"`` or ``"velocity"``.
     """
     del x0  # the conditional targets below only need x_t and x1
     spec = space.path_spec
     counts = leaf_counts(spec, xt)
-    if parameterization == "target":
-        x1_hat = predicted_x1(space, pred)
+    if parameterization in ("target", "residual"):
+        x1_hat = _x1_hat(space, pred, xt, parameterization)
         per_leaf = product.sq_dist_per_leaf(spec, x1_hat, x1)
     elif parameterization == "velocity":
         v = product.proj(spec, xt, pred)

@@ -1,0 +1,149 @@
+"""Tests for nearest-checkpoint novelty, checkpoint spacing and the baselines."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from weightflow_jax import evaluation as ev
+from weightflow_jax import mlp, symmetry
+from weightflow_jax.geometry import product
+
+SIZES = (6, 5, 4, 3)
+RUNS, PER_RUN = 2, 4
+
+
+def _np(p):
+    return [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in p]
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """Checkpoints near a reference (as in a real zoo), aligned to it; run-major order."""
+    ref = _np(mlp.init(jax.random.key(0), SIZES, w_std=0.7, b_std=0.2))
+    rng = np.random.default_rng(0)
+    n = RUNS * PER_RUN
+    ck = [(np.stack([w + 0.15 * rng.normal(size=w.shape) for _ in range(n)]).astype(np.float32),
+           np.stack([b + 0.15 * rng.normal(size=b.shape) for _ in range(n)]).astype(np.float32))
+          for w, b in ref]
+    ck = _np(symmetry.align(ck, ref))
+    run_id = np.repeat(np.arange(RUNS), PER_RUN)
+    step = np.tile(np.arange(PER_RUN) * 10, RUNS)
+    return ref, ck, run_id, step
+
+
+def _flat(p):
+    return np.asarray(mlp.flatten(p), np.float64)
+
+
+def _brute(queries, refs, spec, allowed=None):
+    qn = jax.tree.leaves(queries)[0].shape[0]
+    rn = jax.tree.leaves(refs)[0].shape[0]
+    d = np.array([[float(product.dist(spec, jax.tree.map(lambda a: a[i], queries),
+                                      jax.tree.map(lambda a: a[j], refs)))
+                   for j in range(rn)] for i in range(qn)])
+    if allowed is not None:
+        d = np.where(allowed, d, np.inf)
+    return d.min(1), d.argmin(1)
+
+
+def test_permuted_checkpoint_has_distance_zero_after_alignment(zoo):
+    ref, ck, _, _ = zoo
+    pick = [5, 2]
+    perms = [symmetry.random_permutations(jax.random.key(i), SIZES) for i in range(2)]
+    nets = [symmetry.permute([(w[i], b[i]) for w, b in ck], p) for i, p in zip(pick, perms)]
+    samples = [(np.stack([np.asarray(n[l][0]) for n in nets]),
+                np.stack([np.asarray(n[l][1]) for n in nets])) for l in range(len(ck))]
+    assert np.abs(_flat(samples) - _flat([(w[pick], b[pick]) for w, b in ck])).max() > 0.1
+    out = ev.nearest_checkpoint(samples, ck, ref)
+    assert out["l2_index"].tolist() == pick and out["geodesic_index"].tolist() == pick
+    assert np.all(out["l2"] < 1e-5) and np.all(out["geodesic"] < 1e-5)
+    raw = ev.nearest_checkpoint(samples, ck, align=False)
+    assert np.all(raw["l2"] > 0.1)
+
+
+def test_nearest_neighbors_match_brute_force(zoo):
+    ref, ck, _, _ = zoo
+    rng = np.random.default_rng(1)
+    q = [(w[:3] + 0.3 * rng.normal(size=w[:3].shape).astype(np.float32),
+          b[:3] + 0.3 * rng.normal(size=b[:3].shape).astype(np.float32)) for w, b in ck]
+    spec = symmetry.euclidean_spec(3)
+    d, i = ev.nearest_neighbors(q, ck, spec, k_candidates=2, query_chunk=2, ref_chunk=3)
+    bd, bi = _brute(q, ck, spec)
+    np.testing.assert_allclose(d, bd, rtol=1e-5)
+    assert i.tolist() == bi.tolist()
+    cq = symmetry.canonicalize(q)
+    cc = symmetry.canonicalize(ck)
+    gspec = symmetry.manifold_spec(3)
+    d, i = ev.nearest_neighbors(cq, cc, gspec, k_candidates=2, query_chunk=2, ref_chunk=3)
+    bd, bi = _brute(cq, cc, gspec)
+    np.testing.assert_allclose(d, bd, rtol=1e-4)
+    assert i.tolist() == bi.tolist()
+    out = ev.nearest_checkpoint(q, ck, ref, align=False)
+    np.testing.assert_allclose(out["geodesic"], bd, rtol=1e-4)
+
+
+@pytest.mark.parametrize("window", [None, 0, 1])
+def test_checkpoint_spacing_window(zoo, window):
+    _, ck, run_id, step = zoo
+    sp = ev.checkpoint_spacing(ck, run_id, order=step, window=window)
+    pos = ev.run_positions(run_id, step)
+    assert pos.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    n = run_id.size
+    w = 2 ** 30 if window is None else window
+    allowed = ~((run_id[:, None] == run_id[None, :])
+                & (np.abs(pos[:, None] - pos[None, :]) <= w))
+    bd, bi = _brute(ck, ck, symmetry.euclidean_spec(3), allowed)
+    np.testing.assert_allclose(sp["l2"], bd, rtol=1e-5)
+    assert sp["l2_index"].tolist() == bi.tolist()
+    assert np.all(sp["l2_index"] != np.arange(n))
+    if window is None:
+        assert np.all(run_id[sp["l2_index"]] != run_id)
+    sub = ev.checkpoint_spacing(ck, run_id, order=step, window=window, num_queries=3)
+    assert sub["query_index"].size == 3
+    np.testing.assert_allclose(sub["l2"], sp["l2"][sub["query_index"]], rtol=1e-6)
+
+
+def test_novelty_summary_and_evaluator(zoo):
+    ref, ck, run_id, step = zoo
+    samples = [(w[:3] + 0.05, b[:3]) for w, b in ck]
+    res = ev.NoveltyEvaluator(ck, ref, run_id, order=step, num_spacing_queries=None).run(samples)
+    for m in ("l2", "geodesic"):
+        for k in ("mean", "std", "median", "min", "spacing_mean", "ratio",
+                  "frac_below_spacing"):
+            assert np.isfinite(res[f"{m}_{k}"])
+        np.testing.assert_allclose(res[f"{m}_ratio"],
+                                   res[f"{m}_mean"] / res[f"{m}_spacing_mean"], rtol=1e-6)
+    assert res["l2_per_network"].shape == (3,)
+    assert res["window"] == "whole run"
+
+
+def test_noisy_checkpoints_match_target_distance(zoo):
+    _, ck, run_id, step = zoo
+    target = 0.8
+    noisy, info = ev.noisy_checkpoints(jax.random.key(0), ck, 6, target, rtol=0.005)
+    assert [w.shape[0] for w, _ in noisy] == [6, 6, 6]
+    d, _ = ev.nearest_neighbors(noisy, ck, symmetry.euclidean_spec(3))
+    np.testing.assert_allclose(d.mean(), target, rtol=0.006)
+    np.testing.assert_allclose(info["mean_distance"], d.mean(), rtol=1e-5)
+    assert len(set(info["source_index"].tolist())) == 6
+    sets = ev.baseline_sets(jax.random.key(1), ck, 4, target_distance=target, run_id=run_id,
+                            step=step)
+    assert sorted(sets) == ["checkpoints", "checkpoints+noise", "trained_ensemble"]
+    assert ev.final_checkpoints(run_id, step).tolist() == [3, 7]
+    np.testing.assert_array_equal(sets["trained_ensemble"][0][0], ck[0][0][[3, 7]])
+    sel, idx = ev.random_checkpoints(jax.random.key(2), ck, 3)
+    np.testing.assert_array_equal(sel[1][1], ck[1][1][idx])
+    with pytest.raises(ValueError, match="target_distance must be > 0"):
+        ev.noisy_checkpoints(jax.random.key(0), ck, 2, 0.0)
+
+
+def test_novelty_bad_input(zoo):
+    ref, ck, _, _ = zoo
+    other = _np(jax.vmap(lambda k: mlp.init(k, (6, 7, 3)))(jax.random.split(jax.random.key(0),
+                                                                          2)))
+    with pytest.raises(ValueError, match=r"layer sizes \(6, 7, 3\) but the checkpoints have"):
+        ev.nearest_checkpoint(other, ck, ref)
+    with pytest.raises(ValueError, match="needs the zoo's reference"):
+        ev.nearest_checkpoint([(w[:1], b[:1]) for w, b in ck], ck)
+    assert jnp.all(jnp.isfinite(jnp.asarray(ck[0][0])))

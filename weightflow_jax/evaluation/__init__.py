@@ -1,0 +1,44 @@
+"""Evaluation of sampled networks: accuracy, ensembles, diversity, novelty, fine-tuning.
+
+* :mod:`.metrics` — per-network accuracy / cross-entropy, posterior-predictive ensemble
+  curves, Jensen-Shannon diversity (nats).
+* :mod:`.novelty` — distance to the nearest training checkpoint after alignment (plain L2
+  and geodesic in canonical coordinates) against the spacing between checkpoints.
+* :mod:`.baselines` — checkpoints, checkpoints + calibrated Gaussian noise, trained ensembles.
+* :mod:`.finetune` — fine-tuning curves from given weights vs random init (vmapped optax).
+* :mod:`.plots` — PNG figures (Agg canvas); :mod:`.tables` — markdown ``mean±std`` tables.
+* :mod:`.evaluators` — small objects with ``run(params) -> dict``.
+
+Networks are a batch of plain MLP weights: list of ``(W (N, out, in), b (N, out))``.
+"""
+
+from weightflow_jax.evaluation.baselines import (
+    baseline_sets, final_checkpoints, noisy_checkpoints, random_checkpoints)
+from weightflow_jax.evaluation.evaluators import (
+    AccuracyEvaluator, DiversityEvaluator, EnsembleEvaluator, FinetuneEvaluator,
+    NoveltyEvaluator)
+from weightflow_jax.evaluation.finetune import (
+    OPTIMIZERS, compare_inits, finetune_curves, make_optimizer, random_init)
+from weightflow_jax.evaluation.metrics import (
+    accuracy_and_loss, check_task, diversity, ensemble_curve, ensemble_curve_from_probs, jsd,
+    logits, mean_pairwise_jsd, mean_std, num_networks, probabilities)
+from weightflow_jax.evaluation.novelty import (
+    WHOLE_RUN, checkpoint_spacing, nearest_checkpoint, nearest_neighbors, novelty_summary,
+    run_positions)
+from weightflow_jax.evaluation.plots import (
+    plot_accuracy_histograms, plot_ensemble_curve, plot_finetune_curves,
+    plot_steps_vs_accuracy, save_figure)
+from weightflow_jax.evaluation.tables import (
+    format_mean_std, format_value, markdown_table, results_table)
+
+__all__ = [
+    "baseline_sets", "final_checkpoints", "noisy_checkpoints", "random_checkpoints",
+    "AccuracyEvaluator", "DiversityEvaluator", "EnsembleEvaluator", "FinetuneEvaluator",
+    "NoveltyEvaluator", "OPTIMIZERS", "compare_inits", "finetune_curves", "make_optimizer",
+    "random_init", "accuracy_and_loss", "check_task", "diversity", "ensemble_curve",
+    "ensemble_curve_from_probs", "jsd", "logits", "mean_pairwise_jsd", "mean_std",
+    "num_networks", "probabilities", "WHOLE_RUN", "checkpoint_spacing", "nearest_checkpoint",
+    "nearest_neighbors", "novelty_summary", "run_positions", "plot_accuracy_histograms",
+    "plot_ensemble_curve", "plot_finetune_curves", "plot_steps_vs_accuracy", "save_figure",
+    "format_mean_std", "format_value", "markdown_table", "results_table",
+]

@@ -1,0 +1,327 @@
+"""Novelty: how far sampled networks are from the training checkpoints.
+
+A generator that memorizes returns (near-)copies of its training data (Zeng et al. 2025).
+For each sample we report the distance to its nearest training checkpoint, in two metrics,
+after removing the permutation symmetry:
+
+* ``l2``: Euclidean distance of the flattened plain weights (all ``W`` and ``b``), after
+  aligning the sample to the zoo's reference network by weight matching (the checkpoints
+  are assumed already aligned to that reference, e.g. ``zoo.preprocess(...).params``);
+* ``geodesic``: geodesic distance on the product manifold of the canonical coordinates
+  (:func:`weightflow_jax.symmetry.canonicalize`, ``mode``): great-circle distance per
+  hidden neuron's sphere and for the last-layer sphere, Euclidean on biases and (exact
+  mode) ``log_scale``; this also removes the positive-scaling symmetry.
+
+Reference scale: :func:`checkpoint_spacing` gives each checkpoint's distance to its
+nearest *other* checkpoint, excluding the checkpoints of the same run within ``window``
+snapshots of it (``window=None`` excludes the whole run, so it measures the distance
+between different training runs; ``window=0`` excludes only the checkpoint itself, i.e.
+the step between consecutive snapshots along a trajectory). A sample much closer to a
+checkpoint than checkpoints of different runs are to each other is a near-copy.
+
+Search: approximate distances for all pairs by matrix products (per-sphere inner products
+-> ``arccos``), the ``k_candidates`` best per query are then recomputed exactly with
+:func:`weightflow_jax.geometry.product.sq_dist` (float32 cancellation in ``|a|^2 + |b|^2 -
+2ab`` would blur distances near 0). Refs are processed in chunks of ``ref_chunk``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from weightflow_jax import mlp, symmetry
+from weightflow_jax.geometry import Sphere, product
+from weightflow_jax.flows.spaces import is_factor
+
+__all__ = [
+    "WHOLE_RUN",
+    "nearest_neighbors",
+    "nearest_checkpoint",
+    "checkpoint_spacing",
+    "run_positions",
+    "novelty_summary",
+]
+
+WHOLE_RUN = 2 ** 30  # a window that excludes every checkpoint of the same run
+
+
+def _approx_sq(spec: Any, q: Any, r: Any) -> jax.Array:
+    """``(cq, cr)`` approximate squared distances between two batches."""
+    factors = jax.tree.leaves(spec, is_leaf=is_factor)
+    total = None
+    for factor, a, b in zip(factors, jax.tree.leaves(q), jax.tree.leaves(r)):
+        a = a.astype(jnp.float32)
+        b = b.astype(jnp.float32)
+        if isinstance(factor, Sphere):
+            lead = a.ndim - 1 - factor.ndim  # sphere-index axes after the batch axis
+            s = math.prod(a.shape[1:1 + lead])
+            d = math.prod(a.shape[1 + lead:])
+            a2 = a.reshape(a.shape[0], s, d)
+            b2 = b.reshape(b.shape[0], s, d)
+            dots = jnp.einsum("asd,bsd->abs", a2, b2)
+            part = jnp.sum(jnp.arccos(jnp.clip(dots, -1.0, 1.0)) ** 2, axis=-1)
+        else:
+            a2 = a.reshape(a.shape[0], -1)
+            b2 = b.reshape(b.shape[0], -1)
+            part = (jnp.sum(a2 * a2, -1)[:, None] + jnp.sum(b2 * b2, -1)[None, :]
+                    - 2.0 * a2 @ b2.T)
+        total = part if total is None else total + part
+    return jnp.maximum(total, 0.0)
+
+
+_CACHE: dict = {}
+
+
+def _topk_fn(spec: Any, k: int):
+    key = ("topk", repr(spec), k)
+    if key in _CACHE:
+        return _CACHE[key]
+
+    @jax.jit
+    def fn(q, r, valid, qrun, qpos, rrun, rpos, window):
+        approx = _approx_sq(spec, q, r)
+        excl = (qrun[:, None] == rrun[None, :]) & (jnp.abs(qpos[:, None] - rpos[None, :])
+                                                   <= window)
+        approx = jnp.where(valid[None, :] & ~excl, approx, jnp.inf)
+        neg, idx = jax.lax.top_k(-approx, k)
+        return -neg, idx
+    _CACHE[key] = fn
+    return fn
+
+
+def _exact_fn(spec: Any):
+    key = ("exact", repr(spec))
+    if key in _CACHE:
+        return _CACHE[key]
+
+    @jax.jit
+    def fn(q, cand):
+        # q: batch (cq, ...); cand: batch (cq, k, ...)
+        one = lambda a, bs: jax.vmap(lambda b: product.sq_dist(spec, a, b))(bs)
+        return jax.vmap(one)(q, cand)
+    _CACHE[key] = fn
+    return fn
+
+
+def _take(tree: Any, idx: np.ndarray) -> Any:
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[idx]), tree)
+
+
+def nearest_neighbors(queries: Any, refs: Any, spec: Any, *,
+                      exclude: tuple | None = None, k_candidates: int = 8,
+                      query_chunk: int = 64, ref_chunk: int = 2048
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest ref of every query under the product-manifold distance of ``spec``.
+
+    Args:
+      queries: batch pytree (leading axis ``n``), e.g. MLP params or :class:`Canonical`.
+      refs: batch pytree of the same structure (leading axis ``N``).
+      spec: factor tree for ONE point (``symmetry.euclidean_spec(L)`` for plain weights,
+        ``symmetry.manifold_spec(L, mode)`` for canonical coordinates).
+      exclude: ``None`` or ``(query_run (n,), query_pos (n,), ref_run (N,), ref_pos (N,),
+        window)``: refs with the query's run and ``|pos difference| <= window`` are skipped.
+      k_candidates: approximate candidates recomputed exactly per query.
+      query_chunk, ref_chunk: chunk sizes.
+
+    Returns:
+      ``(distance (n,) float32, index (n,) int64)``; ``inf`` and ``-1`` where no ref is
+      allowed.
+    """
+    n = int(jax.tree.leaves(queries)[0].shape[0])
+    big_n = int(jax.tree.leaves(refs)[0].shape[0])
+    if big_n == 0:
+        raise ValueError("no reference points (checkpoints) to compare with")
+    k = max(1, min(int(k_candidates), big_n))
+    cq = max(1, min(int(query_chunk), n))
+    cr = max(1, min(int(ref_chunk), big_n))
+    if exclude is None:
+        qrun, qpos = np.full(n, -1, np.int64), np.zeros(n, np.int64)
+        rrun, rpos = np.full(big_n, -2, np.int64), np.zeros(big_n, np.int64)
+        window = 0
+    else:
+        qrun, qpos, rrun, rpos, window = exclude
+        qrun, qpos = np.asarray(qrun, np.int64), np.asarray(qpos, np.int64)
+        rrun, rpos = np.asarray(rrun, np.int64), np.asarray(rpos, np.int64)
+        window = WHOLE_RUN if window is None else int(window)
+    topk = _topk_fn(spec, k)
+    exact = _exact_fn(spec)
+    dists = np.empty(n, np.float32)
+    index = np.empty(n, np.int64)
+    for qs in range(0, n, cq):
+        qidx = np.minimum(np.arange(qs, qs + cq), n - 1)
+        q = _take(queries, qidx)
+        best_d = np.full((cq, k), np.inf, np.float32)
+        best_i = np.full((cq, k), -1, np.int64)
+        for rs in range(0, big_n, cr):
+            ridx = np.minimum(np.arange(rs, rs + cr), big_n - 1)
+            valid = np.arange(rs, rs + cr) < big_n
+            vals, loc = topk(q, _take(refs, ridx), jnp.asarray(valid),
+                             jnp.asarray(qrun[qidx], jnp.int32), jnp.asarray(qpos[qidx],
+                                                                             jnp.int32),
+                             jnp.asarray(rrun[ridx], jnp.int32),
+                             jnp.asarray(rpos[ridx], jnp.int32), jnp.int32(window))
+            cand_d = np.concatenate([best_d, np.asarray(vals)], axis=1)
+            cand_i = np.concatenate([best_i, ridx[np.asarray(loc)]], axis=1)
+            order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
+            best_d = np.take_along_axis(cand_d, order, axis=1)
+            best_i = np.take_along_axis(cand_i, order, axis=1)
+        ok = np.isfinite(best_d)
+        safe_i = np.where(ok, best_i, 0)
+        cands = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[safe_i]), refs)
+        sq = np.asarray(exact(q, cands), np.float64)
+        sq = np.where(ok, sq, np.inf)
+        j = np.argmin(sq, axis=1)
+        m = min(cq, n - qs)
+        dists[qs:qs + m] = np.sqrt(sq[np.arange(cq), j])[:m]
+        index[qs:qs + m] = np.where(ok[np.arange(cq), j], best_i[np.arange(cq), j], -1)[:m]
+    return dists, index
+
+
+def _as_np(params: mlp.Params) -> mlp.Params:
+    return [(np.asarray(w, np.float32), np.asarray(b, np.float32))
+            for w, b in mlp.as_params(params)]
+
+
+def _canonical(params: mlp.Params, mode: str) -> symmetry.Canonical:
+    c = symmetry.canonicalize([(jnp.asarray(w), jnp.asarray(b)) for w, b in params], mode,
+                              validate=False)
+    return jax.tree.map(np.asarray, c)
+
+
+def nearest_checkpoint(samples: mlp.Params, checkpoints: mlp.Params,
+                       reference: mlp.Params | None = None, *, canonical_mode: str = "exact",
+                       align: bool = True, align_max_iter: int = 100,
+                       k_candidates: int = 8, query_chunk: int = 64, ref_chunk: int = 2048
+                       ) -> dict[str, np.ndarray]:
+    """Distance of every sample to its nearest checkpoint (module docstring).
+
+    Args:
+      samples: ``n`` networks (leading axis), plain weights.
+      checkpoints: ``N`` training checkpoints, already aligned to ``reference``.
+      reference: the single network the zoo was aligned to; needed when ``align``.
+      canonical_mode: canonical form of the geodesic metric (``"exact"`` or ``"thesis"``).
+      align: align each sample to ``reference`` first (weight matching).
+
+    Returns:
+      dict ``l2 (n,)``, ``l2_index (n,)``, ``geodesic (n,)``, ``geodesic_index (n,)``.
+    """
+    sizes = mlp.validate(samples, batched=True)
+    ck_sizes = mlp.validate(checkpoints, batched=True, check_finite=False)
+    if sizes != ck_sizes:
+        raise ValueError(f"samples have layer sizes {sizes} but the checkpoints have "
+                         f"{ck_sizes}; novelty compares networks of one architecture")
+    samples = _as_np(samples)
+    checkpoints = _as_np(checkpoints)
+    if align:
+        if reference is None:
+            raise ValueError("align=True needs the zoo's reference network (e.g. "
+                             "zoo.preprocess(...).reference)")
+        samples = _as_np(symmetry.align(samples, _as_np(reference), max_iter=align_max_iter))
+    n_layers = len(sizes) - 1
+    kw = dict(k_candidates=k_candidates, query_chunk=query_chunk, ref_chunk=ref_chunk)
+    l2, l2_i = nearest_neighbors(samples, checkpoints, symmetry.euclidean_spec(n_layers), **kw)
+    geo, geo_i = nearest_neighbors(_canonical(samples, canonical_mode),
+                                   _canonical(checkpoints, canonical_mode),
+                                   symmetry.manifold_spec(n_layers, canonical_mode), **kw)
+    return {"l2": l2, "l2_index": l2_i, "geodesic": geo, "geodesic_index": geo_i}
+
+
+def run_positions(run_id: Any, order: Any | None = None) -> np.ndarray:
+    """``(N,)`` position of each checkpoint within its run (0, 1, ...).
+
+    Args:
+      run_id: ``(N,)`` run of every checkpoint.
+      order: ``(N,)`` sort key within a run (e.g. the zoo's ``step``); ``None`` uses the
+        storage order.
+    """
+    run_id = np.asarray(run_id)
+    order = np.arange(run_id.shape[0]) if order is None else np.asarray(order)
+    pos = np.empty(run_id.shape[0], np.int64)
+    for r in np.unique(run_id):
+        idx = np.flatnonzero(run_id == r)
+        ranks = np.empty(idx.size, np.int64)
+        ranks[np.argsort(order[idx], kind="stable")] = np.arange(idx.size)
+        pos[idx] = ranks
+    return pos
+
+
+def checkpoint_spacing(checkpoints: mlp.Params, run_id: Any, *, order: Any | None = None,
+                       window: int | None = None, num_queries: int | None = None,
+                       seed: int = 0, canonical_mode: str = "exact", k_candidates: int = 8,
+                       query_chunk: int = 64, ref_chunk: int = 2048
+                       ) -> dict[str, np.ndarray]:
+    """Nearest-neighbour distance of checkpoints to the other checkpoints.
+
+    Args:
+      checkpoints: ``N`` aligned checkpoints.
+      run_id: ``(N,)`` training run of each.
+      order: ``(N,)`` order within a run (zoo ``step``); ``None``: storage order.
+      window: exclude same-run neighbours within this many snapshots; ``None`` excludes
+        the whole run (distance to *other* runs), ``0`` only the checkpoint itself.
+      num_queries: score a random subset of this many checkpoints (``None``: all).
+      seed: seed of that subset.
+
+    Returns:
+      dict ``l2``, ``l2_index``, ``geodesic``, ``geodesic_index`` (``(q,)`` each) and
+      ``query_index (q,)``.
+    """
+    sizes = mlp.validate(checkpoints, batched=True, check_finite=False)
+    checkpoints = _as_np(checkpoints)
+    big_n = int(checkpoints[0][0].shape[0])
+    run_id = np.asarray(run_id, np.int64)
+    if run_id.shape != (big_n,):
+        raise ValueError(f"run_id must be shaped ({big_n},), got {run_id.shape}")
+    pos = run_positions(run_id, order)
+    if num_queries is None or int(num_queries) >= big_n:
+        qidx = np.arange(big_n)
+    else:
+        qidx = np.sort(np.random.default_rng(seed).choice(big_n, int(num_queries),
+                                                          replace=False))
+    n_layers = len(sizes) - 1
+    excl = (run_id[qidx], pos[qidx], run_id, pos, window)
+    kw = dict(k_candidates=k_candidates, query_chunk=query_chunk, ref_chunk=ref_chunk,
+              exclude=excl)
+    queries = [(w[qidx], b[qidx]) for w, b in checkpoints]
+    l2, l2_i = nearest_neighbors(queries, checkpoints, symmetry.euclidean_spec(n_layers), **kw)
+    canon = _canonical(checkpoints, canonical_mode)
+    geo, geo_i = nearest_neighbors(jax.tree.map(lambda a: a[qidx], canon), canon,
+                                   symmetry.manifold_spec(n_layers, canonical_mode), **kw)
+    return {"l2": l2, "l2_index": l2_i, "geodesic": geo, "geodesic_index": geo_i,
+            "query_index": qidx}
+
+
+def novelty_summary(nearest: dict[str, np.ndarray],
+                    spacing: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Scalars for a results table.
+
+    Args:
+      nearest: output of :func:`nearest_checkpoint`.
+      spacing: optional output of :func:`checkpoint_spacing`.
+
+    Returns:
+      For each metric ``m`` in (``l2``, ``geodesic``): ``m_mean``, ``m_std``, ``m_median``,
+      ``m_min``; with ``spacing``: ``m_spacing_mean``, ``m_spacing_median``,
+      ``m_ratio`` (sample mean / spacing mean) and ``m_frac_below_spacing`` (fraction of
+      samples closer to a checkpoint than the median spacing).
+    """
+    out: dict[str, float] = {}
+    for m in ("l2", "geodesic"):
+        d = np.asarray(nearest[m], np.float64)
+        out[f"{m}_mean"] = float(d.mean())
+        out[f"{m}_std"] = float(d.std())
+        out[f"{m}_median"] = float(np.median(d))
+        out[f"{m}_min"] = float(d.min())
+        if spacing is not None:
+            s = np.asarray(spacing[m], np.float64)
+            s = s[np.isfinite(s)]
+            if s.size:
+                out[f"{m}_spacing_mean"] = float(s.mean())
+                out[f"{m}_spacing_median"] = float(np.median(s))
+                out[f"{m}_ratio"] = float(d.mean() / max(s.mean(), 1e-30))
+                out[f"{m}_frac_below_spacing"] = float(np.mean(d < np.median(s)))
+    return out

@@ -1,0 +1,135 @@
+"""Small matplotlib figures for the results files, written as PNG.
+
+Figures are drawn on a :class:`matplotlib.figure.Figure` with the Agg canvas directly (no
+``pyplot``, no global backend switch, no display needed) and saved through a temporary file
+and ``os.replace``. Every function returns the path written.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "save_figure",
+    "plot_ensemble_curve",
+    "plot_accuracy_histograms",
+    "plot_finetune_curves",
+    "plot_steps_vs_accuracy",
+]
+
+
+def _figure(figsize=(5.0, 3.5)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=120)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def save_figure(fig: Any, path: str) -> str:
+    """Saves ``fig`` as PNG at ``path`` atomically (tmp file + ``os.replace``)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def plot_ensemble_curve(path: str, curves: Mapping[str, tuple[Sequence, Sequence]], *,
+                        title: str = "Posterior predictive accuracy",
+                        hlines: Mapping[str, float] | None = None) -> str:
+    """Ensemble accuracy against ensemble size.
+
+    Args:
+      path: output PNG.
+      curves: label -> ``(sizes (K,), accuracy (K,))``.
+      hlines: optional label -> constant accuracy drawn as a dashed line.
+    """
+    fig, ax = _figure()
+    for label, (sizes, acc) in curves.items():
+        ax.plot(np.asarray(sizes), np.asarray(acc), marker=".", label=label)
+    for label, v in (hlines or {}).items():
+        ax.axhline(float(v), linestyle="--", linewidth=1, color="gray")
+        ax.annotate(label, (0.99, float(v)), xycoords=("axes fraction", "data"),
+                    ha="right", va="bottom", fontsize=7, color="gray")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("ensemble size")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_accuracy_histograms(path: str, accuracies: Mapping[str, Sequence], *,
+                             bins: int = 30, title: str = "Test accuracy of networks") -> str:
+    """Overlaid histograms of per-network accuracy; ``accuracies``: label -> ``(N,)``."""
+    fig, ax = _figure()
+    vals = [np.asarray(v, np.float64).reshape(-1) for v in accuracies.values()]
+    finite = np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.zeros(1)
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.01, hi + 0.01
+    edges = np.linspace(lo, hi, int(bins) + 1)
+    for label, v in zip(accuracies, vals):
+        ax.hist(v[np.isfinite(v)], bins=edges, alpha=0.5, label=f"{label} (n={v.size})")
+    ax.set_xlabel("test accuracy")
+    ax.set_ylabel("networks")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_finetune_curves(path: str, curves: Mapping[str, Mapping[str, Any]], *,
+                         metric: str = "test_accuracy",
+                         title: str = "Fine-tuning from sampled weights") -> str:
+    """Mean +- std of a per-epoch metric; ``curves``: label -> :func:`finetune_curves` dict."""
+    fig, ax = _figure()
+    for label, c in curves.items():
+        v = np.asarray(c[metric], np.float64)
+        epochs = np.asarray(c.get("epoch", np.arange(v.shape[1])))
+        mean, std = v.mean(axis=0), v.std(axis=0)
+        ax.plot(epochs, mean, marker=".", label=label)
+        ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_steps_vs_accuracy(path: str, results: Mapping[str, tuple[Sequence, Sequence,
+                                                                   Sequence | None]], *,
+                           title: str = "Euler steps vs accuracy") -> str:
+    """Mean accuracy (with std band when given) against the number of Euler steps.
+
+    Args:
+      results: label -> ``(steps (S,), mean accuracy (S,), std (S,) or None)``.
+    """
+    fig, ax = _figure()
+    for label, (steps, mean, std) in results.items():
+        steps, mean = np.asarray(steps), np.asarray(mean, np.float64)
+        ax.plot(steps, mean, marker="o", label=label)
+        if std is not None:
+            std = np.asarray(std, np.float64)
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("Euler steps")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)

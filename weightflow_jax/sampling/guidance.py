@@ -1,0 +1,140 @@
+"""Task-loss guidance for sampling: ``v <- v - lambda * proj_x(grad_x L(decode(x)))``.
+
+``L`` is the mean cross-entropy of the decoded networks on a task minibatch, *summed over
+the samples* of the batch, so that ``grad_x L`` holds each sample's own gradient. The
+projection onto the tangent space (spheres of the geometric flow) is done by
+:func:`weightflow_jax.flows.sampling.velocity`.
+
+Minibatches: with ``Guidance.batch_size = None`` every step uses all of ``(x, y)`` (use a
+fixed subset of a large training set, e.g. 1,000 MNIST images, for speed). With
+``batch_size = B`` each step draws a fresh minibatch of ``B`` examples *with replacement*
+(``jax.random.randint``), keyed by ``fold_in(key(seed), bits(t))``: the same for all
+samples at one time ``t`` and different from step to step, deterministic given ``seed``.
+The draw costs ``B`` gathers per step (negligible next to the flow's network).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from weightflow_jax import mlp
+from weightflow_jax.flows.spaces import FlowSpace
+from weightflow_jax.symmetry import Canonical
+
+__all__ = ["Guidance", "make_guidance", "check_task", "task_loss_fn", "guidance_loss_at"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Guidance:
+    """Guidance settings (a pytree: ``x`` and ``y`` are data, the rest is static).
+
+    Build it with :func:`make_guidance`, which checks the task against the flow.
+
+    Attributes:
+      x: ``(m, d_in)`` float32 task inputs.
+      y: ``(m,)`` int32 labels in ``[0, d_out)``.
+      scale: ``lambda`` (thesis: 0.1 on MNIST / Fashion-MNIST, 1.0 on breast cancer).
+      batch_size: ``None`` (all of ``x`` every step) or the size of a fresh random
+        minibatch per step.
+      seed: seed of the per-step minibatches.
+    """
+
+    x: Any
+    y: Any
+    scale: float = dataclasses.field(default=0.1, metadata=dict(static=True))
+    batch_size: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+    seed: int = dataclasses.field(default=0, metadata=dict(static=True))
+
+
+def check_task(sizes: tuple[int, ...], x: Any, y: Any, what: str = "task") -> None:
+    """Checks task data against networks of layer sizes ``sizes``.
+
+    Raises:
+      ValueError naming the sizes when ``x`` is not ``(m, d_in)``, ``y`` not ``(m,)``,
+      or (concrete labels only) a label is outside ``[0, d_out)``.
+    """
+    xs, ys = tuple(np.shape(x)), tuple(np.shape(y))
+    if len(xs) != 2:
+        raise ValueError(f"{what} inputs must be a 2-D array (m, d_in), got shape {xs}")
+    if xs[1] != sizes[0]:
+        raise ValueError(
+            f"{what} inputs have {xs[1]} features but the networks take {sizes[0]} inputs "
+            f"(layer sizes {mlp.format_arch(sizes)}); use a task whose input size matches "
+            "the flow's architecture")
+    if ys != (xs[0],):
+        raise ValueError(
+            f"{what} labels must be shaped ({xs[0]},) to match inputs {xs}, got {ys}")
+    if xs[0] == 0:
+        raise ValueError(f"{what} data is empty; pass at least one example")
+    if not isinstance(y, jax.core.Tracer):
+        yv = np.asarray(y)
+        if not np.issubdtype(yv.dtype, np.integer):
+            raise ValueError(f"{what} labels must be integers, got dtype {yv.dtype}")
+        if yv.min() < 0 or yv.max() >= sizes[-1]:
+            raise ValueError(
+                f"{what} labels range over [{yv.min()}, {yv.max()}] but the networks have "
+                f"{sizes[-1]} outputs (layer sizes {mlp.format_arch(sizes)}); labels must "
+                f"lie in [0, {sizes[-1]})")
+
+
+def make_guidance(space: FlowSpace, x: Any, y: Any, scale: float = 0.1, *,
+                  batch_size: int | None = None, seed: int = 0) -> Guidance:
+    """A checked :class:`Guidance` for the flow ``space`` (see :func:`check_task`).
+
+    Args:
+      space: the flow's space (gives the networks' input and output widths).
+      x: ``(m, d_in)`` task inputs; y: ``(m,)`` integer labels.
+      scale: ``lambda``; 0 disables guidance.
+      batch_size: per-step random minibatch size, or ``None`` for all of ``(x, y)``.
+      seed: seed of the minibatch draws.
+    """
+    check_task(space.sizes, x, y)
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError(f"guidance batch_size must be >= 1 or None, got {batch_size}")
+    return Guidance(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32), float(scale),
+                    None if batch_size is None else int(batch_size), int(seed))
+
+
+def task_loss_fn(space: FlowSpace, x: Any, y: Any) -> Callable[[Canonical], jax.Array]:
+    """The guidance loss ``coords_batch -> scalar`` on the task ``(x, y)``.
+
+    The batch's coordinates (leading axis ``n``) are decoded to plain networks
+    (:meth:`FlowSpace.decode`: spheres retracted, last-layer scale restored); the value is
+    ``sum_i mean_j CE(f_i(x_j), y_j)``: the mean cross-entropy of each network, summed over
+    the networks (so ``jax.grad`` gives per-sample gradients).
+
+    Args:
+      space: the flow's space.
+      x: ``(m, d_in)`` inputs; y: ``(m,)`` integer labels.
+    """
+    check_task(space.sizes, x, y)
+    x = jnp.asarray(x, jnp.float32)
+    y = jnp.asarray(y, jnp.int32)
+
+    def loss(coords: Canonical) -> jax.Array:
+        params = space.decode(coords)
+        logits = jax.vmap(mlp.forward, in_axes=(0, None))(params, x)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y[None, :])
+        return jnp.sum(jnp.mean(ce, axis=-1))
+
+    return loss
+
+
+def guidance_loss_at(space: FlowSpace, guidance: Guidance, t: jax.Array
+                     ) -> Callable[[Canonical], jax.Array]:
+    """The guidance loss used at time ``t`` (a fresh minibatch when ``batch_size`` is set)."""
+    x, y = guidance.x, guidance.y
+    if guidance.batch_size is not None:
+        bits = jax.lax.bitcast_convert_type(jnp.asarray(t, jnp.float32), jnp.int32)
+        key = jax.random.fold_in(jax.random.key(guidance.seed), bits)
+        idx = jax.random.randint(key, (guidance.batch_size,), 0, x.shape[0])
+        x, y = jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
+    return task_loss_fn(space, x, y)
