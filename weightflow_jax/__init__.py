@@ -10,9 +10,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-      "geometry", "mlp", "symmetry", "data", "zoo", "graphs", "models", "flows", "train",
-    "sampling", "pipeline",
-      "evaluation",
+    "geometry", "mlp", "symmetry", "data", "zoo", "graphs", "models", "flows", "train",
+    "sampling", "evaluation", "pipeline",
 )
 
 

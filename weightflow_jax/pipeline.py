@@ -31,7 +31,7 @@ from weightflow_jax.flows import field
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["FlowRun", "default_workdir", "prepare_data", "build_flow", "make_loss_fn",
-           "make_batch_fn", "train_and_evaluate", "load_flow", "sample_networks",
+           "make_batch_fn", "train_flow", "train_and_evaluate", "load_flow", "sample_networks",
            "evaluate_networks"]
 
 
@@ -225,6 +225,38 @@ def _write_json(path: str, obj: Any) -> None:
     _write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+# Fields that may change when a run is resumed (what is trained stays the same).
+SAFE_TO_CHANGE_ON_RESUME = train_lib.DEFAULT_SAFE_FIELDS | {
+    "train.steps", "train.log_every", "train.checkpoint_every", "workdir", "sample.num",
+    "sample.steps", "sample.guidance", "sample.guidance_batch", "sample.chunk",
+    "eval.ensemble_sizes"}
+
+
+def train_flow(config: ml_collections.ConfigDict, workdir: str, space: flows.FlowSpace,
+               coords: Canonical, *, progress: bool = True):
+    """Trains (or resumes training) the flow of ``config`` on ``coords`` in ``workdir``.
+
+    Returns:
+      ``(run, summary)``: the :class:`FlowRun` with the trained variables and the loop's
+      :class:`~weightflow_jax.train.TrainSummary`.
+    """
+    key = jax.random.key(int(config.seed))
+    k_init, k_state, k_data, _ = jax.random.split(key, 4)
+    run = build_flow(config, space, k_init)
+    optimizer = make_optimizer(config)
+    state = train_lib.create_train_state(run.variables["params"], optimizer, k_state)
+    mesh = train_lib.make_mesh()
+    step = train_lib.make_train_step(make_loss_fn(run), optimizer, mesh)
+    batch_fn = make_batch_fn(run, coords, k_data)
+    t = config.train
+    state, summary = train_lib.train_loop(
+        state, step, batch_fn, num_steps=int(t.steps), workdir=workdir,
+        checkpoint_every=int(t.checkpoint_every), log_every=int(t.log_every), config=config,
+        mesh=mesh, progress=progress, safe_config_fields=SAFE_TO_CHANGE_ON_RESUME)
+    run.variables = {"params": jax.tree.map(jnp.asarray, jax.device_get(state.params))}
+    return run, summary
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = None, *,
                        progress: bool = True) -> dict[str, Any]:
     """Builds/reuses the zoo, trains the flow (resuming), samples, evaluates, reports.
@@ -237,20 +269,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
     space, coords, zoo, pre = prepare_data(config, progress=progress)
-    key = jax.random.key(int(config.seed))
-    k_init, k_state, k_data, k_sample = jax.random.split(key, 4)
-    run = build_flow(config, space, k_init)
-    optimizer = make_optimizer(config)
-    state = train_lib.create_train_state(run.variables["params"], optimizer, k_state)
-    mesh = train_lib.make_mesh()
-    step = train_lib.make_train_step(make_loss_fn(run), optimizer, mesh)
-    batch_fn = make_batch_fn(run, coords, k_data)
-    t = config.train
-    state, summary = train_lib.train_loop(
-        state, step, batch_fn, num_steps=int(t.steps), workdir=workdir,
-        checkpoint_every=int(t.checkpoint_every), log_every=int(t.log_every), config=config,
-        mesh=mesh, progress=progress)
-    run.variables = {"params": jax.tree.map(jnp.asarray, jax.device_get(state.params))}
+    run, summary = train_flow(config, workdir, space, coords, progress=progress)
+    k_sample = jax.random.split(jax.random.key(int(config.seed)), 4)[3]
     n_params = sum(int(np.size(a)) for a in jax.tree.leaves(run.variables))
 
     x_test, y_test = data_lib.load(str(config.zoo.dataset), "test")
