@@ -1,0 +1,120 @@
+"""End-to-end tests of flow training: toy clusters on spheres, resume, the whole command."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import breast_cancer_geometric
+from weightflow_jax import flows, pipeline, train as train_lib
+from weightflow_jax.geometry import product
+from weightflow_jax.symmetry import Canonical
+
+# One hidden neuron: no permutation symmetry, so "near a cluster" needs no alignment.
+SIZES = (3, 1, 2)
+
+
+def _toy_config(steps=300, coupling="exact"):
+    config = breast_cancer_geometric.get_config("test")
+    with config.unlocked():
+        config.zoo.arch = "3-1-2"
+        config.model.update(dict(num_layers=2, width=16, num_heads=2, time_features=16))
+        config.train.update(dict(steps=steps, batch_size=16, learning_rate=3e-3,
+                                 warmup_steps=10, checkpoint_every=100, log_every=50))
+        config.flow.coupling = coupling
+    return config
+
+
+def _clusters(key, space, n_centers=3, n=240, noise=0.02):
+    """Tight clusters around random points of the canonical manifold."""
+    k1, k2 = jax.random.split(key)
+    centers = jax.vmap(lambda k: flows.sample_prior(k, space, std=1.0))(
+        jax.random.split(k1, n_centers))
+    centers = jax.vmap(space.retract)(centers._replace(
+        log_scale=jnp.array([-1.0, 0.0, 1.0])[:n_centers]))
+    which = np.arange(n) % n_centers
+    pts = jax.tree.map(lambda c: c[which], centers)
+    noise_tree = jax.tree.map(lambda a: noise * jax.random.normal(k2, a.shape), pts)
+    pts = jax.tree.map(lambda a, b: a + b, pts, noise_tree)
+    pts = jax.vmap(space.retract)(pts)
+    return centers, jax.tree.map(np.asarray, pts)
+
+
+def _nearest_sq_dist(space, xs, centers):
+    d = jax.vmap(lambda x: jax.vmap(lambda c: product.sq_dist(space.path_spec, x, c))(centers))(xs)
+    return np.asarray(jnp.min(d, axis=1))
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    config = _toy_config()
+    space = flows.FlowSpace("geometric", SIZES)
+    centers, coords = _clusters(jax.random.key(0), space)
+    workdir = str(tmp_path_factory.mktemp("toy"))
+    run, summary = pipeline.train_flow(config, workdir, space, coords, progress=False)
+    return config, space, centers, coords, workdir, run, summary
+
+
+def test_geometric_flow_learns_clusters_on_spheres(toy_run):
+    config, space, centers, coords, workdir, run, summary = toy_run
+    metrics = train_lib.read_metrics(workdir)
+    assert metrics[-1]["loss"] < 0.5 * metrics[0]["loss"]
+    x0 = jax.vmap(lambda k: flows.sample_prior(k, space))(jax.random.split(jax.random.key(5), 64))
+    samples = flows.euler_sample(space, run.predict_fn(), x0, 32)
+    before = _nearest_sq_dist(space, x0, centers)
+    after = _nearest_sq_dist(space, samples, centers)
+    spread = _nearest_sq_dist(space, jax.tree.map(jnp.asarray, coords), centers)
+    # Samples land near a cluster: >20x closer than the prior draws they started from
+    # (measured: prior 7.2, samples 0.12, data spread 0.002 after 300 steps).
+    assert np.median(before) > 100 * np.mean(spread)
+    assert np.median(after) < 0.05 * np.median(before)
+    assert np.median(after) < 0.5
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(samples))
+
+
+def test_resumed_run_equals_uninterrupted(toy_run, tmp_path):
+    config, space, centers, coords, *_ = toy_run
+    full = _toy_config(steps=8)
+    with full.unlocked():
+        full.train.checkpoint_every = 4
+    run_a, _ = pipeline.train_flow(full, str(tmp_path / "a"), space, coords, progress=False)
+    half = _toy_config(steps=4)
+    with half.unlocked():
+        half.train.checkpoint_every = 4
+    pipeline.train_flow(half, str(tmp_path / "b"), space, coords, progress=False)
+    run_b, summary = pipeline.train_flow(full, str(tmp_path / "b"), space, coords,
+                                         progress=False)
+    assert summary.start_step == 4
+    for a, b in zip(jax.tree.leaves(run_a.variables), jax.tree.leaves(run_b.variables)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # Another config in the same workdir is refused, naming the field.
+    other = _toy_config(steps=8)
+    with other.unlocked():
+        other.model.width = 8
+    with pytest.raises(ValueError, match="model.width"):
+        pipeline.train_flow(other, str(tmp_path / "b"), space, coords, progress=False)
+
+
+def test_train_command_end_to_end(tmp_path):
+    config = breast_cancer_geometric.get_config("test")
+    with config.unlocked():
+        config.zoo.dir = str(tmp_path / "zoo")
+    workdir = str(tmp_path / "run")
+    result = pipeline.train_and_evaluate(config, workdir, progress=False)
+    for name in ("report.md", "eval.json", "samples.npz", "metrics.jsonl", "config.json"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    with np.load(os.path.join(workdir, "samples.npz")) as f:
+        assert f["W0"].shape == (config.sample.num, 16, 30)
+        assert f["b2"].shape == (config.sample.num, 2)
+        assert np.all(np.isfinite(f["W1"]))
+    ev = json.load(open(os.path.join(workdir, "eval.json")))
+    assert 0.0 <= ev["samples"]["acc_mean"] <= 1.0
+    assert ev["train"]["final_step"] == config.train.steps
+    # Sampling a finished run reopens it from its checkpoint.
+    run = pipeline.load_flow(workdir)
+    assert run.space == flows.FlowSpace("geometric", (30, 16, 16, 2))
+    with pytest.raises(ValueError, match="no trained flow"):
+        pipeline.load_flow(str(tmp_path / "empty"))
