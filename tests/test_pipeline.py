@@ -11,7 +11,6 @@ import pytest
 from configs import breast_cancer_geometric
 from weightflow_jax import flows, pipeline, train as train_lib
 from weightflow_jax.geometry import product
-from weightflow_jax.symmetry import Canonical
 
 # One hidden neuron: no permutation symmetry, so "near a cluster" needs no alignment.
 SIZES = (3, 1, 2)
@@ -103,7 +102,7 @@ def test_train_command_end_to_end(tmp_path):
     with config.unlocked():
         config.zoo.dir = str(tmp_path / "zoo")
     workdir = str(tmp_path / "run")
-    result = pipeline.train_and_evaluate(config, workdir, progress=False)
+    pipeline.train_and_evaluate(config, workdir, progress=False)
     for name in ("report.md", "eval.json", "samples.npz", "metrics.jsonl", "config.json"):
         assert os.path.exists(os.path.join(workdir, name)), name
     with np.load(os.path.join(workdir, "samples.npz")) as f:
@@ -113,8 +112,22 @@ def test_train_command_end_to_end(tmp_path):
     ev = json.load(open(os.path.join(workdir, "eval.json")))
     assert 0.0 <= ev["samples"]["acc_mean"] <= 1.0
     assert ev["train"]["final_step"] == config.train.steps
-    # Sampling a finished run reopens it from its checkpoint.
+    assert ev["samples"]["ensemble_sizes"][-1] == config.sample.num
+    assert 0.0 <= ev["samples"]["diversity_jsd"] <= np.log(2)
+    # Sampling a finished run reopens it from its checkpoint, also for other hidden widths.
     run = pipeline.load_flow(workdir)
     assert run.space == flows.FlowSpace("geometric", (30, 16, 16, 2))
+    out = str(tmp_path / "wide")
+    res = pipeline.sample_and_evaluate(run, out, num=3, steps=2, arch="30-24-8-2", chunk=3)
+    with np.load(out + ".npz") as f:
+        assert f["W0"].shape == (3, 24, 30) and f["W1"].shape == (3, 8, 24)
+    assert res["arch"] == "30-24-8-2"
+    # Bad input: a clear error and nothing written.
+    bad = str(tmp_path / "bad")
+    with pytest.raises(ValueError, match="input/output widths"):
+        pipeline.sample_and_evaluate(run, bad, num=2, steps=2, arch="31-16-16-2")
+    with pytest.raises(ValueError, match="task 'mnist' has 784 inputs"):
+        pipeline.sample_and_evaluate(run, bad, num=2, steps=2, task="mnist")
+    assert not os.path.exists(bad + ".npz") and not os.path.exists(bad + ".json")
     with pytest.raises(ValueError, match="no trained flow"):
         pipeline.load_flow(str(tmp_path / "empty"))

@@ -5,14 +5,14 @@ importable and runs with a shrunken config in the tests. :func:`load_flow` reope
 finished (or checkpointed) run for sampling.
 
 A workdir holds: ``config.json``, orbax checkpoints, ``metrics.jsonl`` + TensorBoard event
-files, ``data_stats.json`` (what the flow was trained on), ``samples.npz`` (plain weights
-``W0, b0, ...``), ``eval.json`` and ``report.md``.
+files, ``samples.npz`` (plain weights ``W0, b0, ...``) with ``samples.json`` (their evaluation),
+``target.json`` (the zoo's final snapshots evaluated alike), ``eval.json`` (everything) and
+``report.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -25,14 +25,15 @@ import numpy as np
 import optax
 
 from weightflow_jax import data as data_lib
-from weightflow_jax import flows, mlp, zoo as zoo_lib
+from weightflow_jax import atomic, evaluation, flows, mlp, zoo as zoo_lib
+from weightflow_jax import sampling as sampling_lib
 from weightflow_jax import train as train_lib
 from weightflow_jax.flows import field
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["FlowRun", "default_workdir", "prepare_data", "build_flow", "make_loss_fn",
-           "make_batch_fn", "train_flow", "train_and_evaluate", "load_flow", "sample_networks",
-           "evaluate_networks"]
+           "make_batch_fn", "train_flow", "train_and_evaluate", "load_flow", "flow_space_for",
+           "sample_networks", "evaluate_networks", "sample_and_evaluate"]
 
 
 @dataclasses.dataclass
@@ -154,75 +155,103 @@ def _host_params(params) -> list:
     return [(np.asarray(w), np.asarray(b)) for w, b in params]
 
 
+def flow_space_for(run: FlowRun, arch: str | None = None) -> flows.FlowSpace:
+    """The run's flow space, or the same flow on another hidden architecture ``arch``.
+
+    Raises:
+      ValueError: ``arch`` changes the input or output width, or the depth beyond what the
+        model's positional embeddings cover.
+    """
+    if not arch:
+        return run.space
+    sizes = mlp.parse_arch(arch)
+    base = run.space.sizes
+    if sizes[0] != base[0] or sizes[-1] != base[-1]:
+        raise ValueError(
+            f"--arch {mlp.format_arch(sizes)} has input/output widths {sizes[0]}/{sizes[-1]} "
+            f"but the flow was trained on {mlp.format_arch(base)} ({base[0]}/{base[-1]}); "
+            "only hidden widths can change")
+    if len(sizes) - 2 > run.model.max_hidden_layers:
+        raise ValueError(
+            f"--arch {mlp.format_arch(sizes)} has {len(sizes) - 2} hidden layers but the flow's "
+            f"model covers at most {run.model.max_hidden_layers}")
+    return run.space.with_sizes(sizes)
+
+
 def sample_networks(run: FlowRun, key: jax.Array, num: int, *, steps: int,
                     space: flows.FlowSpace | None = None, guidance: float = 0.0,
                     task: tuple[np.ndarray, np.ndarray] | None = None,
-                    guidance_batch: int = 256, chunk: int = 50) -> mlp.Params:
-    """Samples ``num`` networks by Euler integration; returns plain host weights.
+                    guidance_batch: int | None = 256, solver: str = "euler",
+                    chunk: int = 50) -> mlp.Params:
+    """Samples ``num`` networks (plain host weights) with :func:`weightflow_jax.sampling.sample`.
 
     Args:
-      space: another architecture of the same flow (e.g. ``run.space.with_sizes(...)``).
-      guidance: ``lambda`` of task-loss guidance (needs ``task = (x, y)``); a fixed random
-        minibatch of ``guidance_batch`` examples is used.
+      space: another architecture of the same flow (see :func:`flow_space_for`).
+      guidance: ``lambda`` of task-loss guidance (needs ``task = (x, y)``); a fresh random
+        minibatch of ``guidance_batch`` examples is drawn at every step.
     """
     space = space or run.space
-    predict = run.predict_fn(space)
-    guidance_fn = None
+    guide = None
     if guidance:
         if task is None:
             raise ValueError("guidance needs task data (x, y); pass task=(x, y)")
-        x, y = task
-        if x.shape[1] != space.sizes[0]:
-            raise ValueError(f"task inputs have {x.shape[1]} features but the networks take "
-                             f"{space.sizes[0]}")
-        sel = np.random.default_rng(0).choice(len(x), min(guidance_batch, len(x)), replace=False)
-        xg, yg = jnp.asarray(x[sel]), jnp.asarray(y[sel])
-
-        def guidance_fn(xb):
-            params = space.decode(xb)
-            logits = jax.vmap(mlp.forward, in_axes=(0, None))(params, xg)
-            ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), yg[None, :, None], -1)
-            return jnp.sum(jnp.mean(ce[..., 0], axis=1))
-
-    std = float(run.config.flow.prior_std)
-    param = str(run.config.flow.parameterization)
-
-    @jax.jit
-    def draw(k):
-        x0 = jax.vmap(lambda kk: flows.sample_prior(kk, space, std))(jax.random.split(k, chunk))
-        x1 = flows.euler_sample(space, predict, x0, steps, param, guidance_fn, guidance)
-        return space.decode(x1)
-
-    parts = []
-    for i in range(0, num, chunk):
-        parts.append(_host_params(draw(jax.random.fold_in(key, i))))
-    return [(np.concatenate([p[l][0] for p in parts])[:num],
-             np.concatenate([p[l][1] for p in parts])[:num]) for l in range(len(parts[0]))]
+        guide = sampling_lib.make_guidance(space, task[0], task[1], guidance,
+                                           batch_size=guidance_batch)
+    return sampling_lib.sample(
+        space, run.predict_fn(space), key, num, steps=steps, solver=solver, guidance=guide,
+        batch_size=chunk, parameterization=str(run.config.flow.parameterization),
+        prior_std=float(run.config.flow.prior_std))
 
 
-def evaluate_networks(params: mlp.Params, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Per-network test accuracy/loss (mean, std) and the ensemble's accuracy."""
-    loss, acc = zoo_lib.evaluate(params, x, y)
-    fwd = jax.jit(jax.vmap(mlp.forward, in_axes=(0, None)))
-    probs = np.mean(np.asarray(jax.nn.softmax(fwd(params, jnp.asarray(x)))), axis=0)
+def evaluate_networks(params: mlp.Params, x: np.ndarray, y: np.ndarray, *,
+                      ensemble_max: int = 64, diversity_max: int = 64) -> dict[str, Any]:
+    """Per-network test accuracy/loss, the posterior-predictive curve and diversity."""
+    acc, loss = evaluation.accuracy_and_loss(params, x, y)
+    curve = evaluation.ensemble_curve(params, x, y, max_size=ensemble_max)
+    div = evaluation.diversity(params, x, max_networks=diversity_max)
     return {
         "num": int(len(acc)),
         "acc_mean": float(np.mean(acc)), "acc_std": float(np.std(acc)),
         "loss_mean": float(np.mean(loss)), "loss_std": float(np.std(loss)),
-        "ensemble_acc": float(np.mean(np.argmax(probs, -1) == y)),
+        "ensemble_acc": float(curve["accuracy"][-1]),
+        "ensemble_sizes": [int(v) for v in curve["sizes"]],
+        "ensemble_curve": [float(v) for v in curve["accuracy"]],
+        "diversity_jsd": float(div["mean"]),
         "acc": [float(a) for a in acc], "loss": [float(v) for v in loss],
     }
 
 
-def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def sample_and_evaluate(run: FlowRun, out_prefix: str, *, num: int, steps: int,
+                        seed: int = 0, arch: str | None = None, task: str | None = None,
+                        guidance: float = 0.0, guidance_batch: int | None = 256,
+                        solver: str = "euler", chunk: int = 50) -> dict[str, Any]:
+    """Samples, evaluates on ``task``'s test split and writes ``<out_prefix>.npz``/``.json``.
 
-
-def _write_json(path: str, obj: Any) -> None:
-    _write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    Everything is checked before anything is written: another input/output width (``arch``)
+    or a task whose input size differs from the networks' raise ``ValueError``.
+    """
+    space = flow_space_for(run, arch)
+    task = task or str(run.config.zoo.dataset)
+    info = data_lib.info(task)
+    if info.input_dim != space.sizes[0] or info.num_classes != space.sizes[-1]:
+        raise ValueError(
+            f"task {task!r} has {info.input_dim} inputs and {info.num_classes} classes but the "
+            f"networks are {mlp.format_arch(space.sizes)}")
+    x_test, y_test = data_lib.load(task, "test")
+    train = data_lib.load(task, "train") if guidance else None
+    t0 = time.time()
+    params = sample_networks(run, jax.random.key(seed), num, steps=steps, space=space,
+                             guidance=guidance, task=train, guidance_batch=guidance_batch,
+                             solver=solver, chunk=chunk)
+    seconds = time.time() - t0
+    result = {
+        "arch": mlp.format_arch(space.sizes), "task": task, "num": num, "steps": steps,
+        "solver": solver, "guidance": guidance, "seed": seed, "sample_seconds": seconds,
+        "samples": evaluate_networks(params, x_test, y_test),
+    }
+    sampling_lib.save_samples_npz(out_prefix + ".npz", params)
+    atomic.write_json(out_prefix + ".json", result)
+    return result
 
 
 # Fields that may change when a run is resumed (what is trained stays the same).
@@ -270,22 +299,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     t_start = time.time()
     space, coords, zoo, pre = prepare_data(config, progress=progress)
     run, summary = train_flow(config, workdir, space, coords, progress=progress)
-    k_sample = jax.random.split(jax.random.key(int(config.seed)), 4)[3]
     n_params = sum(int(np.size(a)) for a in jax.tree.leaves(run.variables))
 
+    sc = config.sample
+    sampled = sample_and_evaluate(
+        run, os.path.join(workdir, "samples"), num=int(sc.num), steps=int(sc.steps),
+        seed=int(config.seed), guidance=float(sc.guidance),
+        guidance_batch=int(sc.guidance_batch), chunk=int(sc.chunk))
+    ev, sample_seconds = sampled["samples"], sampled["sample_seconds"]
     x_test, y_test = data_lib.load(str(config.zoo.dataset), "test")
-    s = config.sample
-    task = data_lib.load(str(config.zoo.dataset), "train") if float(s.guidance) else None
-    t0 = time.time()
-    samples = sample_networks(run, k_sample, int(s.num), steps=int(s.steps),
-                              guidance=float(s.guidance), task=task,
-                              guidance_batch=int(s.guidance_batch), chunk=int(s.chunk))
-    sample_seconds = time.time() - t0
-    from weightflow_jax.sampling import save_samples_npz
-    save_samples_npz(os.path.join(workdir, "samples.npz"), samples)
-    ev = evaluate_networks(samples, x_test, y_test)
     final = zoo.final_indices()
     target = evaluate_networks(zoo.select(final), x_test, y_test)
+    atomic.write_json(os.path.join(workdir, "target.json"), target)
     result = {
         "config_name": str(config.name), "size": str(config.size), "workdir": workdir,
         "flow": config.flow.to_dict(), "arch": mlp.format_arch(space.sizes),
@@ -294,8 +319,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
         "sample_seconds": sample_seconds, "samples": ev, "target_final_snapshots": target,
         "wall_seconds": time.time() - t_start, "hardware": _hardware(),
     }
-    _write_json(os.path.join(workdir, "eval.json"), result)
-    _write_text(os.path.join(workdir, "report.md"), _report(config, result))
+    atomic.write_json(os.path.join(workdir, "eval.json"), result)
+    atomic.write_text(os.path.join(workdir, "report.md"), _report(config, result))
     return result
 
 
@@ -317,12 +342,14 @@ def _report(config, r) -> str:
         f"peak RSS {tr['peak_rss_mb']:.0f} MB",
         f"- {ev['num']} samples, {config.sample.steps} Euler steps, guidance "
         f"{config.sample.guidance}, sampling took {r['sample_seconds']:.1f} s", "",
-        "| networks | test accuracy | test loss | ensemble accuracy |",
-        "|---|---|---|---|",
+        "| networks | test accuracy | test loss | ensemble accuracy | diversity (JSD) |",
+        "|---|---|---|---|---|",
         f"| flow samples | {ev['acc_mean']:.3f} ± {ev['acc_std']:.3f} | "
-        f"{ev['loss_mean']:.3f} ± {ev['loss_std']:.3f} | {ev['ensemble_acc']:.3f} |",
+        f"{ev['loss_mean']:.3f} ± {ev['loss_std']:.3f} | {ev['ensemble_acc']:.3f} | "
+        f"{ev['diversity_jsd']:.5f} |",
         f"| target (final snapshot of each zoo run) | {tg['acc_mean']:.3f} ± {tg['acc_std']:.3f}"
-        f" | {tg['loss_mean']:.3f} ± {tg['loss_std']:.3f} | {tg['ensemble_acc']:.3f} |", "",
+        f" | {tg['loss_mean']:.3f} ± {tg['loss_std']:.3f} | {tg['ensemble_acc']:.3f} | "
+        f"{tg['diversity_jsd']:.5f} |", "",
         f"Total wall time {r['wall_seconds']:.0f} s on {r['hardware']['backend']} "
         f"({len(r['hardware']['devices'])} device(s)).", "",
     ]

@@ -93,7 +93,8 @@ def test_cfm_loss_zero_at_truth_positive_elsewhere_finite_grad(kind, param):
     x0 = flows.sample_prior(jax.random.key(6), space)
     t = jnp.float32(0.4)
     xt = flows.interpolate(space, x0, x1, t)
-    truth = x1 if param == "target" else flows.target_velocity(space, xt, x1, t)
+    truth = {"target": x1, "residual": jax.tree.map(lambda a, b: a - b, x1, xt),
+             "velocity": flows.target_velocity(space, xt, x1, t)}[param]
     loss = jax.jit(lambda p: flows.cfm_loss(space, p, x0, x1, xt, t, param))
     assert float(loss(truth)) < 1e-8
     wrong = jax.tree.map(lambda a: a + 0.3, truth)

@@ -119,7 +119,8 @@ def test_exp_stays_on_sphere_for_any_vector(seed, dim):
     out = exp(x, v)
     assert np.all(np.isfinite(_np(out)))
     np.testing.assert_allclose(_norms(out), 1.0, atol=1e-6)
-    np.testing.assert_allclose(_np(out[:10]), x[:10], atol=1e-7, rtol=0)
+    # exp(x, 0) renormalizes x: equal up to one float32 ulp (1.2e-7 near 1).
+    np.testing.assert_allclose(_np(out[:10]), x[:10], atol=2.5e-7, rtol=0)
 
 
 @HSET

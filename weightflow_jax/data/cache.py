@@ -22,11 +22,12 @@ import json
 import logging
 import os
 from pathlib import Path
-import tempfile
 import time
 from typing import Any
 
 import numpy as np
+
+from weightflow_jax import atomic
 
 from weightflow_jax.data.formats import sha256_array
 from weightflow_jax.data.sources import RawData, sha256_file
@@ -73,28 +74,9 @@ def cache_paths(data_dir: Path, name: str) -> tuple[Path, Path]:
 
 
 def write_atomic(path: Path, write: Any) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temp file, then ``os.replace``.
-
-    The temporary file lives in ``path``'s directory (so the rename is atomic) and is
-    removed if ``write`` raises.
-
-    Args:
-      path: final location.
-      write: callable taking a binary file object opened for writing.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are not secret
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write a file atomically: ``write(fileobj)`` into a temp file, then ``os.replace``
+    (see :func:`weightflow_jax.atomic.write_atomic`)."""
+    atomic.write_atomic(path, write)
 
 
 def save(data_dir: Path, name: str, raw: RawData) -> Path:

@@ -255,7 +255,7 @@ def mlp_to_graph(params: Params, *, globals_: Array | None = None,
     if batched is None:
         batched = np.ndim(params[0][0]) == 3
     sizes = mlp.validate(params, batched=batched, check_finite=False)
-    s = _structure(sizes)
+    _structure(sizes)  # builds (and caches) the static structure; validates sizes
     n = int(np.shape(params[0][0])[0]) if batched else 1
     xp = np if _is_numpy(*[a for layer in params for a in layer]) else jnp
     dtype = xp.result_type(*[a for layer in params for a in layer])

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from weightflow_jax import mlp
+from weightflow_jax import atomic, mlp
 from weightflow_jax.flows.paths import sample_prior
 from weightflow_jax.flows.spaces import FlowSpace
 from weightflow_jax.sampling.guidance import Guidance, check_task
@@ -130,16 +129,7 @@ def save_samples_npz(path: str, params: mlp.Params) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(f"directory {directory!r} of {path!r} does not exist; create it first")
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic.savez(path, **arrays)
     return path
 
 

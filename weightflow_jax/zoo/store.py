@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from weightflow_jax import mlp
+from weightflow_jax import atomic, mlp
 
 __all__ = [
     "FORMAT",
@@ -130,38 +130,12 @@ def _fsync_file(path: str) -> None:
 
 def atomic_savez(path: str, **arrays: Any) -> None:
     """``np.savez`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic.savez(path, **arrays)
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
     """Writes JSON through a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, default=_json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    atomic.write_json(path, obj, indent=1)
 
 
 def partial_dir(path: str) -> str:
