@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from weightflow_jax import mlp
+from weightflow_jax.sampling.guidance import check_task as _check_task_sizes
 
 __all__ = [
     "check_task",
@@ -48,31 +49,14 @@ def check_task(params: mlp.Params, x: Any, y: Any | None = None, what: str = "ta
                ) -> tuple[int, ...]:
     """Checks that ``(x, y)`` fits a batch of networks; returns their layer sizes.
 
+    The checks are :func:`weightflow_jax.sampling.check_task`'s, on the batch's sizes.
+
     Raises:
       ValueError naming the sizes when the input width differs from the networks', ``y``
       is not ``(m,)``, or a label is outside ``[0, d_out)``.
     """
     sizes = mlp.validate(params, batched=True, check_finite=False)
-    xs = tuple(np.shape(x))
-    if len(xs) != 2:
-        raise ValueError(f"{what} inputs must be a 2-D array (m, d_in), got shape {xs}")
-    if xs[1] != sizes[0]:
-        raise ValueError(
-            f"{what} inputs have {xs[1]} features but the networks take {sizes[0]} inputs "
-            f"(layer sizes {mlp.format_arch(sizes)}); evaluate on a task of matching input "
-            "size")
-    if xs[0] == 0:
-        raise ValueError(f"{what} data is empty")
-    if y is not None:
-        yv = np.asarray(y)
-        if yv.shape != (xs[0],):
-            raise ValueError(f"{what} labels must be shaped ({xs[0]},), got {yv.shape}")
-        if not np.issubdtype(yv.dtype, np.integer):
-            raise ValueError(f"{what} labels must be integers, got dtype {yv.dtype}")
-        if yv.min() < 0 or yv.max() >= sizes[-1]:
-            raise ValueError(
-                f"{what} labels range over [{yv.min()}, {yv.max()}] but the networks have "
-                f"{sizes[-1]} outputs (layer sizes {mlp.format_arch(sizes)})")
+    _check_task_sizes(sizes, x, y, what)
     return sizes
 
 

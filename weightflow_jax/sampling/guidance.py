@@ -54,14 +54,19 @@ class Guidance:
     seed: int = dataclasses.field(default=0, metadata=dict(static=True))
 
 
-def check_task(sizes: tuple[int, ...], x: Any, y: Any, what: str = "task") -> None:
+def check_task(sizes: tuple[int, ...], x: Any, y: Any | None, what: str = "task") -> None:
     """Checks task data against networks of layer sizes ``sizes``.
+
+    Args:
+      sizes: the networks' layer sizes.
+      x: ``(m, d_in)`` inputs; y: ``(m,)`` integer labels, or ``None`` (inputs only).
 
     Raises:
       ValueError naming the sizes when ``x`` is not ``(m, d_in)``, ``y`` not ``(m,)``,
-      or (concrete labels only) a label is outside ``[0, d_out)``.
+      or (concrete labels only) a label is not an integer in ``[0, d_out)``.
     """
-    xs, ys = tuple(np.shape(x)), tuple(np.shape(y))
+    xs = tuple(np.shape(x))
+    ys = (xs[0],) if y is None and len(xs) == 2 else tuple(np.shape(y))
     if len(xs) != 2:
         raise ValueError(f"{what} inputs must be a 2-D array (m, d_in), got shape {xs}")
     if xs[1] != sizes[0]:
@@ -74,7 +79,7 @@ def check_task(sizes: tuple[int, ...], x: Any, y: Any, what: str = "task") -> No
             f"{what} labels must be shaped ({xs[0]},) to match inputs {xs}, got {ys}")
     if xs[0] == 0:
         raise ValueError(f"{what} data is empty; pass at least one example")
-    if not isinstance(y, jax.core.Tracer):
+    if y is not None and not isinstance(y, jax.core.Tracer):
         yv = np.asarray(y)
         if not np.issubdtype(yv.dtype, np.integer):
             raise ValueError(f"{what} labels must be integers, got dtype {yv.dtype}")
