@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from weightflow_jax.flows.spaces import FlowSpace
+from weightflow_jax.graphs import mlp_to_graph
 from weightflow_jax.models import VectorField, apply_to_mlp
 from weightflow_jax.symmetry import Canonical
 
@@ -53,6 +54,5 @@ def init_variables(model: VectorField, space: FlowSpace, key: jax.Array) -> Any:
     shapes = space.coord_shapes()
     x = jax.tree.map(lambda s: jnp.zeros((1,) + s.shape, s.dtype), shapes)
     globals_ = x.log_scale[:, None] if space.has_scale else None
-    from weightflow_jax.graphs import mlp_to_graph
     graph = mlp_to_graph(x.layers, globals_=globals_, batched=True)
     return model.init(key, graph, jnp.zeros((1,), jnp.float32))
