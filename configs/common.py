@@ -65,8 +65,8 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
     c.eval = ml_collections.ConfigDict(dict(ensemble_sizes=(1, 2, 4, 8, 16, 32, 64)))
     if size == "cpu":
         c.model.update(dict(num_layers=2, width=16, num_heads=2))
-        c.train.update(dict(steps=400 if mnist else 600, warmup_steps=50,
-                            checkpoint_every=200, log_every=20))
+        c.train.update(dict(steps=400 if mnist else 3000, warmup_steps=50,
+                            checkpoint_every=500, log_every=20))
         c.sample.update(dict(num=32, steps=64, chunk=32))
         c.eval.ensemble_sizes = (1, 2, 4, 8, 16, 32)
     elif size == "test":
