@@ -16,7 +16,7 @@ from typing import Any, Callable, IO
 
 import numpy as np
 
-__all__ = ["write_atomic", "savez", "write_json", "write_text"]
+__all__ = ["write_atomic", "savez", "write_json", "write_text", "json_default"]
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -47,7 +47,8 @@ def savez(path: str | os.PathLike, **arrays: Any) -> Path:
                                                        for k, v in arrays.items()}))
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps`` ``default=``: numpy scalars/arrays to Python values, else ``str``."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -57,7 +58,7 @@ def _json_default(o: Any) -> Any:
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """JSON of ``obj`` (numpy scalars/arrays converted) to ``path``, atomically."""
-    text = json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n"
+    text = json.dumps(obj, indent=indent, sort_keys=True, default=json_default) + "\n"
     return write_text(path, text)
 
 
