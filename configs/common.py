@@ -67,7 +67,9 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
         c.model.update(dict(num_layers=2, width=16, num_heads=2))
         c.train.update(dict(steps=400 if mnist else 3000, warmup_steps=50,
                             checkpoint_every=500, log_every=20))
-        c.sample.update(dict(num=32, steps=64, chunk=32))
+        # Breast-cancer nets sample in seconds: 256 Euler steps (measured on a 3,000-step
+        # flow: 16/64/256 steps -> 0.901/0.925/0.944 mean accuracy); MNIST keeps 64.
+        c.sample.update(dict(num=32, steps=64 if mnist else 256, chunk=32))
         c.eval.ensemble_sizes = (1, 2, 4, 8, 16, 32)
     elif size == "test":
         c.model.update(dict(num_layers=1, width=8, num_heads=2, time_features=8))

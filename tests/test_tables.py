@@ -136,7 +136,7 @@ def test_json_numbers_equal_markdown(bc):
     # Goals in the md equal the json's, and each is computed from the json numbers.
     assert saved["goals"] == tables.goals(saved)
     for g in saved["goals"]:
-        assert re.search(rf"\| {re.escape(g['goal'])} \|.*\| {g['status']} \|", md), g
+        assert re.search(rf"\| {re.escape(g['goal'])} \|.*\| {re.escape(g['status'])} \|", md), g
 
 
 def test_rerun_reuses_eval_json(bc):
@@ -237,6 +237,10 @@ def test_goals_met_and_missed_from_numbers():
     assert st["samples are not copies: geometric_aligned_ot"] == "met"      # 1.5 > 1.0
     assert st["samples are not copies: euclidean_aligned"] == "missed"      # 0.9 < 1.0
     assert got["samples are not copies: euclidean_aligned"]["value"] == pytest.approx(0.45)
+    # Far from every checkpoint but not working: novelty is not counted as met.
+    bad = [_flow("geometric_aligned", 0.10, med=5.0)]
+    st_bad = {g["goal"]: g["status"] for g in tables.goals({"table": "mnist", "rows": bad})}
+    assert st_bad["samples are not copies: geometric_aligned"].startswith("not meaningful")
     # Loss too high / ensemble too low / row missing.
     rows2 = [_flow("geometric_aligned_ot", 0.90, loss=1.44, ens=0.939)]
     st2 = {g["goal"]: g["status"] for g in tables.goals({"table": "mnist", "rows": rows2})}

@@ -52,7 +52,12 @@ def predict(model: VectorField, variables: Any, space: FlowSpace, x: Canonical,
 def init_variables(model: VectorField, space: FlowSpace, key: jax.Array) -> Any:
     """Initial model variables, traced on one zero network of ``space``'s architecture."""
     shapes = space.coord_shapes()
-    x = jax.tree.map(lambda s: jnp.zeros((1,) + s.shape, s.dtype), shapes)
-    globals_ = x.log_scale[:, None] if space.has_scale else None
-    graph = mlp_to_graph(x.layers, globals_=globals_, batched=True)
-    return model.init(key, graph, jnp.zeros((1,), jnp.float32))
+
+    def init(k):
+        # Traced as one program: eager flax init dispatches every op separately (~10x slower).
+        x = jax.tree.map(lambda s: jnp.zeros((1,) + s.shape, s.dtype), shapes)
+        globals_ = x.log_scale[:, None] if space.has_scale else None
+        graph = mlp_to_graph(x.layers, globals_=globals_, batched=True)
+        return model.init(k, graph, jnp.zeros((1,), jnp.float32))
+
+    return jax.jit(init)(key)
