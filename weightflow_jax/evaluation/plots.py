@@ -32,6 +32,21 @@ def _figure(figsize=(5.0, 3.5)):
     return fig, fig.add_subplot(1, 1, 1)
 
 
+def _many_series(ax: Any, n: int) -> None:
+    """More than 10 series: 20 distinct colours (the default cycle repeats after 10)."""
+    if n > 10:
+        from matplotlib import colormaps
+        ax.set_prop_cycle(color=[colormaps["tab20"](i) for i in range(20)])
+
+
+def _legend(ax: Any, n: int) -> None:
+    """Legend inside for a few series, to the right of the axes for many."""
+    if n > 6:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7)
+
+
 def save_figure(fig: Any, path: str) -> str:
     """Saves ``fig`` as PNG at ``path`` atomically (tmp file + ``os.replace``)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -57,7 +72,8 @@ def plot_ensemble_curve(path: str, curves: Mapping[str, tuple[Sequence, Sequence
       curves: label -> ``(sizes (K,), accuracy (K,))``.
       hlines: optional label -> constant accuracy drawn as a dashed line.
     """
-    fig, ax = _figure()
+    fig, ax = _figure((7.5, 3.8) if len(curves) > 6 else (5.0, 3.5))
+    _many_series(ax, len(curves))
     for label, (sizes, acc) in curves.items():
         ax.plot(np.asarray(sizes), np.asarray(acc), marker=".", label=label)
     for label, v in (hlines or {}).items():
@@ -69,14 +85,15 @@ def plot_ensemble_curve(path: str, curves: Mapping[str, tuple[Sequence, Sequence
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax, len(curves))
     return save_figure(fig, path)
 
 
 def plot_accuracy_histograms(path: str, accuracies: Mapping[str, Sequence], *,
                              bins: int = 30, title: str = "Test accuracy of networks") -> str:
     """Overlaid histograms of per-network accuracy; ``accuracies``: label -> ``(N,)``."""
-    fig, ax = _figure()
+    fig, ax = _figure((7.5, 3.8) if len(accuracies) > 6 else (5.0, 3.5))
+    _many_series(ax, len(accuracies))
     vals = [np.asarray(v, np.float64).reshape(-1) for v in accuracies.values()]
     finite = np.concatenate([v[np.isfinite(v)] for v in vals]) if vals else np.zeros(1)
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -88,7 +105,7 @@ def plot_accuracy_histograms(path: str, accuracies: Mapping[str, Sequence], *,
     ax.set_xlabel("test accuracy")
     ax.set_ylabel("networks")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    _legend(ax, len(accuracies))
     return save_figure(fig, path)
 
 
