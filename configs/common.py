@@ -14,13 +14,22 @@ Fields (override any from the command line, e.g. ``--config.train.steps=500``):
 * ``zoo``: the zoo preset (:func:`weightflow_jax.zoo.zoo_config`).
 * ``flow``: ``kind`` (euclidean | normalized | geometric), ``align`` (weight-matching to a
   reference), ``canonical_mode`` (exact | thesis), ``coupling`` (independent | exact |
-  sinkhorn), ``sinkhorn_epsilon`` (relative to the cost's std), ``parameterization``
+  sinkhorn), ``pair_alignment`` (none | weight_matching: each coupled target's hidden
+  neurons permuted to match its prior draw, :mod:`weightflow_jax.flows.pair_alignment`),
+  ``sinkhorn_epsilon`` (relative to the cost's std), ``parameterization``
   (target = x1-prediction | velocity), ``time_distribution`` (beta | uniform), ``time_a``,
   ``time_b``, ``prior_std``.
-* ``model``: relational transformer ``num_layers``, ``width``, ``num_heads``, ``mlp_ratio``,
-  ``attention`` (sparse | dense), ``time_features``.
+* ``model``: ``name`` of the vector field (``rt`` = the thesis's relational transformer over
+  the full neural graph, ``compact_rt`` = the same layers on the compact graph without
+  input-neuron nodes, ``mlp`` = residual MLP over the flattened coordinates; see
+  :mod:`weightflow_jax.models`) and one block of settings per field, ``model.rt``,
+  ``model.compact_rt``, ``model.mlp`` (documented in each field's module); only the named
+  field's block is used, e.g. ``--config.model.name=compact_rt --config.model.compact_rt.width=32``.
 * ``train``: ``steps``, ``batch_size`` (global), ``learning_rate``, ``warmup_steps``,
-  ``grad_clip``, ``weight_decay``, ``checkpoint_every``, ``log_every``.
+  ``schedule`` (constant | cosine: warm-up then constant, or cosine decay to
+  ``min_lr_ratio * learning_rate`` at ``steps``), ``ema_decay`` (EMA of the parameters used
+  for sampling and evaluation; 0 = off), ``grad_clip``, ``weight_decay``,
+  ``checkpoint_every``, ``log_every``.
 * ``sample``: ``num`` networks, ``steps`` (Euler), ``guidance`` (lambda; 0 = off),
   ``guidance_batch`` (task examples per guidance step), ``chunk`` (networks per call).
 * ``eval``: ``ensemble_sizes`` for the posterior-predictive curve.
@@ -31,9 +40,14 @@ from __future__ import annotations
 
 import ml_collections
 
+from weightflow_jax.models import default_model_config
 from weightflow_jax.zoo import zoo_config
 
 SIZES = ("default", "cpu", "test")
+# The field and training length of the ``cpu`` size (chosen by experiments/bench_learning.py,
+# docs/LEARNING.md).
+CPU_MODEL = "mlp"
+CPU_STEPS = {"breast_cancer": 3000, "mnist": 10_000}
 
 
 def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.ConfigDict:
@@ -50,29 +64,36 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
     c.workdir = ""
     c.zoo = zoo_config(task, size)
     c.flow = ml_collections.ConfigDict(dict(
-        kind=flow, align=True, canonical_mode="exact", coupling="exact",
+        kind=flow, align=True, canonical_mode="exact", coupling="exact", pair_alignment="none",
         sinkhorn_epsilon=0.05, parameterization="target", time_distribution="beta",
         time_a=1.0, time_b=2.0, prior_std=0.1))
-    c.model = ml_collections.ConfigDict(dict(
-        num_layers=5, width=32 if mnist else 64, num_heads=4, mlp_ratio=2,
-        attention="sparse", time_features=64))
+    # Thesis size: the thesis's RT (5 layers, width 32 MNIST / 64 breast cancer), no EMA.
+    c.model = default_model_config("rt")
+    c.model.rt.update(dict(num_layers=5, width=32 if mnist else 64, num_heads=4))
     c.train = ml_collections.ConfigDict(dict(
         steps=100_000 if mnist else 50_000, batch_size=8 if mnist else 32,
-        learning_rate=1e-3, warmup_steps=1000, grad_clip=1.0, weight_decay=0.0,
-        checkpoint_every=5000, log_every=100))
+        learning_rate=1e-3, warmup_steps=1000, schedule="constant", min_lr_ratio=0.0,
+        ema_decay=0.0, grad_clip=1.0, weight_decay=0.0, checkpoint_every=5000,
+        log_every=100))
     c.sample = ml_collections.ConfigDict(dict(
         num=100, steps=512, guidance=0.0, guidance_batch=256, chunk=50))
     c.eval = ml_collections.ConfigDict(dict(ensemble_sizes=(1, 2, 4, 8, 16, 32, 64)))
     if size == "cpu":
-        c.model.update(dict(num_layers=2, width=16, num_heads=2))
-        c.train.update(dict(steps=400 if mnist else 3000, warmup_steps=50,
-                            checkpoint_every=500, log_every=20))
+        c.model.name = CPU_MODEL
+        c.model.rt.update(dict(num_layers=2, width=16, num_heads=2))
+        c.train.update(dict(
+            steps=CPU_STEPS[task], batch_size=32, warmup_steps=200, schedule="cosine",
+            ema_decay=0.999, checkpoint_every=1000, log_every=100))
         # Breast-cancer nets sample in seconds: 256 Euler steps (measured on a 3,000-step
         # flow: 16/64/256 steps -> 0.901/0.925/0.944 mean accuracy); MNIST keeps 64.
         c.sample.update(dict(num=32, steps=64 if mnist else 256, chunk=32))
         c.eval.ensemble_sizes = (1, 2, 4, 8, 16, 32)
     elif size == "test":
-        c.model.update(dict(num_layers=1, width=8, num_heads=2, time_features=8))
+        c.model.name = CPU_MODEL
+        c.model.rt.update(dict(num_layers=1, width=8, num_heads=2, time_features=8))
+        c.model.compact_rt.update(dict(num_layers=1, width=8, num_heads=2, time_features=8))
+        c.model.mlp.update(dict(width=16, num_blocks=1, time_features=8))
+        c.train.ema_decay = 0.9
         c.train.update(dict(steps=6, batch_size=4, warmup_steps=1, checkpoint_every=3,
                             log_every=2))
         c.sample.update(dict(num=4, steps=4, chunk=4, guidance_batch=16))

@@ -97,10 +97,11 @@ def run_child(args: argparse.Namespace) -> dict:
     config = get_base_config(args.task, args.flow, args.size)
     with config.unlocked():
         config.train.batch_size = args.batch
+        config.model.name = "rt"  # the benchmark measures the relational transformer
         for field, value in (("width", args.width), ("num_layers", args.layers),
                              ("num_heads", args.heads)):
             if value:
-                config.model[field] = value
+                config.model.rt[field] = value
     key = jax.random.key(args.seed)
     k_init, k_state, k_x0, k_x1 = jax.random.split(key, 4)
     space = flows.FlowSpace(str(config.flow.kind), mlp.parse_arch(str(config.zoo.arch)),
@@ -142,8 +143,8 @@ def run_child(args: argparse.Namespace) -> dict:
     return {
         "devices": n_dev, "backend": jax.default_backend(), "arch": str(config.zoo.arch),
         "flow": str(config.flow.kind), "batch": args.batch,
-        "per_device_batch": args.batch // n_dev, "width": int(config.model.width),
-        "layers": int(config.model.num_layers), "heads": int(config.model.num_heads),
+        "per_device_batch": args.batch // n_dev, "width": int(config.model.rt.width),
+        "layers": int(config.model.rt.num_layers), "heads": int(config.model.rt.num_heads),
         "compile_s": compile_s, "first_call_s": first_s, "step_s": step_s, "steps_per_s": 1.0 / step_s,
         "nets_per_s": args.batch / step_s, "xla_peak_mib_per_device": xla,
         "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -33,8 +33,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
-    run = pipeline.load_flow(_WORKDIR.value)
-    space = pipeline.flow_space_for(run, _ARCH.value or None)
+    try:
+        run = pipeline.load_flow(_WORKDIR.value)
+        space = pipeline.flow_space_for(run, _ARCH.value or None)
+    except ValueError as err:  # bad workdir / architecture: the message says what to do
+        raise SystemExit(f"error: {err}") from None
     task = _TASK.value or str(run.config.zoo.dataset)
     out = _OUT.value or os.path.join(
         _WORKDIR.value, f"samples_{mlp.format_arch(space.sizes)}_{task}"

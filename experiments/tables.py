@@ -4,7 +4,7 @@
     python -m experiments.tables --table=mnist --size=cpu
     python -m experiments.tables --table=fashion_transfer --size=cpu
     python -m experiments.tables --table=arch_transfer --size=cpu
-    python -m experiments.tables --table=all --size=cpu --rows=... --set=model.width=32
+    python -m experiments.tables --table=all --size=cpu --rows=... --set=model.compact_rt.width=32
 
 Each writes ``<results_dir>/<table>.md`` (the table next to the thesis's numbers, a goals
 section computed from the numbers, the command, overrides, seeds, hardware, commit, date and
@@ -250,7 +250,7 @@ def _is_flow_key(key: str) -> bool:
 
 # ------------------------------------------------------------------------ overrides
 def parse_set(items: Sequence[str] | None) -> list[tuple[str, str]]:
-    """``["model.width=32", ...]`` -> ``[("model.width", "32"), ...]``.
+    """``["model.compact_rt.width=32", ...]`` -> ``[("model.width", "32"), ...]``.
 
     Raises:
       ValueError: an item without ``=`` or with an empty key.
@@ -260,7 +260,7 @@ def parse_set(items: Sequence[str] | None) -> list[tuple[str, str]]:
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set {item!r}: expected key=value with a dotted config "
-                             "field, e.g. --set=model.width=32")
+                             "field, e.g. --set=model.compact_rt.width=32")
         out.append((key.strip(), value.strip()))
     return out
 
@@ -1225,7 +1225,7 @@ def _define_flags() -> None:
     flags.DEFINE_integer("steps", 0, "train.steps override (0 = the config's).")
     flags.DEFINE_integer("num", 0, "sample.num override: networks per row (0 = config's).")
     flags.DEFINE_integer("sample_steps", 0, "sample.steps override: Euler steps (0 = config's).")
-    flags.DEFINE_multi_string("set", [], "key=value config override, e.g. model.width=32.")
+    flags.DEFINE_multi_string("set", [], "key=value config override, e.g. model.compact_rt.width=32.")
     flags.DEFINE_string("rows", "", "Comma list of row keys to run (default: all).")
     flags.DEFINE_integer("seed", 0, "config.seed, sampling and novelty seed.")
     flags.DEFINE_bool("progress", True, "Show progress bars.")

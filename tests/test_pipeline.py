@@ -16,11 +16,14 @@ from weightflow_jax.geometry import product
 SIZES = (3, 1, 2)
 
 
-def _toy_config(steps=300, coupling="exact"):
+def _toy_config(steps=300, coupling="exact", model="rt"):
     config = breast_cancer_geometric.get_config("test")
     with config.unlocked():
         config.zoo.arch = "3-1-2"
-        config.model.update(dict(num_layers=2, width=16, num_heads=2, time_features=16))
+        config.model.name = model
+        config.model.rt.update(dict(num_layers=2, width=16, num_heads=2, time_features=16))
+        config.model.compact_rt.update(dict(num_layers=2, width=16, num_heads=2,
+                                            time_features=16))
         config.train.update(dict(steps=steps, batch_size=16, learning_rate=3e-3,
                                  warmup_steps=10, checkpoint_every=100, log_every=50))
         config.flow.coupling = coupling
@@ -74,26 +77,36 @@ def test_geometric_flow_learns_clusters_on_spheres(toy_run):
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(samples))
 
 
-def test_resumed_run_equals_uninterrupted(toy_run, tmp_path):
+@pytest.mark.parametrize("model", ["compact_rt"])
+def test_resumed_run_equals_uninterrupted(toy_run, tmp_path, model):
     config, space, centers, coords, *_ = toy_run
-    full = _toy_config(steps=8)
+    full = _toy_config(steps=8, model=model)
     with full.unlocked():
         full.train.checkpoint_every = 4
+        full.train.ema_decay = 0.9  # the EMA is part of the state and of the samples
     run_a, _ = pipeline.train_flow(full, str(tmp_path / "a"), space, coords, progress=False)
-    half = _toy_config(steps=4)
+    half = _toy_config(steps=4, model=model)
     with half.unlocked():
         half.train.checkpoint_every = 4
+        half.train.ema_decay = 0.9
     pipeline.train_flow(half, str(tmp_path / "b"), space, coords, progress=False)
     run_b, summary = pipeline.train_flow(full, str(tmp_path / "b"), space, coords,
                                          progress=False)
     assert summary.start_step == 4
     for a, b in zip(jax.tree.leaves(run_a.variables), jax.tree.leaves(run_b.variables)):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(a, b)
+    # The reopened run samples with the same EMA variables and standardization statistics.
+    loaded = pipeline.load_flow(str(tmp_path / "b"))
+    for a, b in zip(jax.tree.leaves(run_a.variables), jax.tree.leaves(loaded.variables)):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.stats.equals(run_a.stats) and loaded.stats.mode != "none"
+    assert loaded.field.name == model
     # Another config in the same workdir is refused, naming the field.
-    other = _toy_config(steps=8)
+    other = _toy_config(steps=8, model=model)
     with other.unlocked():
-        other.model.width = 8
-    with pytest.raises(ValueError, match="model.width"):
+        other.train.ema_decay = 0.9
+        other.model[model].width = 8
+    with pytest.raises(ValueError, match=f"model.{model}.width"):
         pipeline.train_flow(other, str(tmp_path / "b"), space, coords, progress=False)
 
 
@@ -101,6 +114,7 @@ def test_train_command_end_to_end(tmp_path):
     config = breast_cancer_geometric.get_config("test")
     with config.unlocked():
         config.zoo.dir = str(tmp_path / "zoo")
+        config.model.name = "compact_rt"  # equivariant: also samples other hidden widths
     workdir = str(tmp_path / "run")
     pipeline.train_and_evaluate(config, workdir, progress=False)
     for name in ("report.md", "eval.json", "samples.npz", "metrics.jsonl", "config.json"):
@@ -131,3 +145,84 @@ def test_train_command_end_to_end(tmp_path):
     assert not os.path.exists(bad + ".npz") and not os.path.exists(bad + ".json")
     with pytest.raises(ValueError, match="no trained flow"):
         pipeline.load_flow(str(tmp_path / "empty"))
+    # A standardizing field's run without its statistics file is refused, saying why.
+    os.remove(os.path.join(workdir, pipeline.STATS_FILE))
+    with pytest.raises(ValueError, match="no field_stats.npz"):
+        pipeline.load_flow(workdir)
+
+
+def test_mlp_field_refuses_other_architectures(tmp_path):
+    config = _toy_config(steps=4, model="mlp")
+    space = flows.FlowSpace("geometric", SIZES)
+    _, coords = _clusters(jax.random.key(1), space, n=32)
+    run = pipeline.build_flow(config, space, jax.random.key(0),
+                              pipeline.fit_field_stats(config, coords))
+    with pytest.raises(ValueError, match="'mlp' is not permutation-equivariant.*3-1-2.*3-4-2"
+                       ".*compact_rt"):
+        pipeline.flow_space_for(run, "3-4-2")
+
+
+def test_run_from_before_fields_by_name_loads(tmp_path):
+    """A workdir written before fields by name (flat model fields, no EMA, no stats file)
+    reopens as the unstandardized rt it was."""
+    config = _toy_config(steps=4, model="rt")
+    with config.unlocked():
+        config.train.ema_decay = 0.0
+    space = flows.FlowSpace("geometric", SIZES)
+    _, coords = _clusters(jax.random.key(2), space, n=32)
+    old = str(tmp_path / "old")
+    run, _ = pipeline.train_flow(config, old, space, coords, progress=False)
+    os.remove(os.path.join(old, pipeline.STATS_FILE))
+    cfg = json.load(open(os.path.join(old, "config.json")))
+    rt_block = cfg["model"]["rt"]
+    assert rt_block["standardize"] == "none"
+    cfg["model"] = {k: rt_block[k] for k in ("num_layers", "width", "num_heads", "mlp_ratio",
+                                             "attention", "time_features")}
+    for k in ("ema_decay", "schedule", "min_lr_ratio"):
+        cfg["train"].pop(k)
+    json.dump(cfg, open(os.path.join(old, "config.json"), "w"))
+    loaded = pipeline.load_flow(old)
+    assert loaded.field.name == "rt"
+    for a, b in zip(jax.tree.leaves(run.variables), jax.tree.leaves(loaded.variables)):
+        np.testing.assert_array_equal(a, b)
+    cfg["model"]["bogus"] = 1
+    json.dump(cfg, open(os.path.join(old, "config.json"), "w"))
+    with pytest.raises(ValueError, match="bogus"):
+        pipeline.load_flow(old)
+
+
+def test_batch_fn_pair_alignment_shortens_pairs_and_reports_for_mlp():
+    space = flows.FlowSpace("geometric", (3, 4, 2))
+    _, coords = _clusters(jax.random.key(3), space, n=64, noise=0.3)
+    costs = {}
+    for mode in ("none", "weight_matching"):
+        config = _toy_config(steps=4, model="compact_rt")
+        with config.unlocked():
+            config.zoo.arch = "3-4-2"
+            config.flow.pair_alignment = mode
+        run = pipeline.build_flow(config, space, jax.random.key(0),
+                                  pipeline.fit_field_stats(config, coords))
+        batch = pipeline.make_batch_fn(run, coords, jax.random.key(1))(0)
+        costs[mode] = float(flows.mean_pair_cost(space, batch["x0"], batch["x1"]))
+    assert costs["weight_matching"] < costs["none"]
+    bad = _toy_config(steps=4)
+    with bad.unlocked():
+        bad.flow.pair_alignment = "sorting"
+    run = pipeline.build_flow(bad, flows.FlowSpace("geometric", SIZES), jax.random.key(0))
+    with pytest.raises(ValueError, match="unknown pair_alignment 'sorting'"):
+        pipeline.make_batch_fn(run, coords, jax.random.key(1))
+    # The report of a non-equivariant field says what pair alignment cannot do for it.
+    mlp_cfg = _toy_config(steps=4, model="mlp")
+    with mlp_cfg.unlocked():
+        mlp_cfg.flow.pair_alignment = "weight_matching"
+    text = pipeline._report(mlp_cfg, {
+        "config_name": "x", "size": "test", "arch": "3-4-2", "num_training_snapshots": 1,
+        "model": "mlp", "model_params": 1, "equivariant": False,
+        "train": {"final_step": 1, "steps_per_sec": 1.0, "peak_rss_mb": 1.0},
+        "samples": _EV, "target_final_snapshots": _EV, "sample_seconds": 0.0,
+        "wall_seconds": 0.0, "hardware": {"backend": "cpu", "devices": ["cpu"]}})
+    assert "cannot make the non-equivariant field `mlp`" in text
+
+
+_EV = {"num": 1, "acc_mean": 0.5, "acc_std": 0.0, "loss_mean": 1.0, "loss_std": 0.0,
+       "ensemble_acc": 0.5, "diversity_jsd": 0.0}

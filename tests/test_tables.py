@@ -173,11 +173,11 @@ def test_bad_table_rows_and_set_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="'noisy'.*flow row"):
         tables.build_table("breast_cancer", rows="noisy,target", **kw)
     with pytest.raises(ValueError, match="expected key=value"):
-        tables.build_table("breast_cancer", sets=["model.width"], **kw)
-    with pytest.raises(ValueError, match="model has no field 'widht'.*width"):
-        tables.build_table("breast_cancer", sets=["model.widht=3"], **kw)
+        tables.build_table("breast_cancer", sets=["model.rt.width"], **kw)
+    with pytest.raises(ValueError, match="model.rt has no field 'widht'.*width"):
+        tables.build_table("breast_cancer", sets=["model.rt.widht=3"], **kw)
     with pytest.raises(ValueError, match="cannot parse 'abc' as the field's type int"):
-        tables.build_table("breast_cancer", sets=["model.width=abc"], **kw)
+        tables.build_table("breast_cancer", sets=["model.rt.width=abc"], **kw)
     with pytest.raises(ValueError, match="is a group"):
         tables.build_table("breast_cancer", sets=["model=3"], **kw)
     with pytest.raises(ValueError, match="--steps must be >= 0"):
@@ -188,19 +188,19 @@ def test_bad_table_rows_and_set_raise_clear_errors(tmp_path):
 def test_row_config_variants_and_typed_overrides():
     base = tables.row_config("mnist", "geometric", "aligned_ot", "test")
     cfg = tables.row_config("breast_cancer", "euclidean", "plain", "test",
-                            [("model.width", "32"), ("flow.time_a", "2"),
+                            [("model.rt.width", "32"), ("flow.time_a", "2"),
                              ("flow.align", "true"), ("eval.ensemble_sizes", "(1, 3)"),
                              ("train.steps", 9), ("flow.canonical_mode", "thesis")])
     assert cfg.flow.kind == "euclidean" and cfg.flow.coupling == "independent"
     assert cfg.flow.align is True  # the override comes after the variant
-    assert cfg.model.width == 32 and isinstance(cfg.model.width, int)
+    assert cfg.model.rt.width == 32 and isinstance(cfg.model.rt.width, int)
     assert cfg.flow.time_a == 2.0 and isinstance(cfg.flow.time_a, float)
     assert cfg.eval.ensemble_sizes == (1, 3) and cfg.train.steps == 9
     assert cfg.flow.canonical_mode == "thesis"
     assert base.flow.align is True and base.flow.coupling == "exact"
     plain = tables.row_config("breast_cancer", "geometric", "plain", "test")
     assert plain.flow.align is False and plain.flow.coupling == "independent"
-    assert plain.model.width == 8  # the size=test config, untouched by the other call
+    assert plain.model.rt.width == 8  # the size=test config, untouched by the other call
     with pytest.raises(ValueError, match="unknown variant"):
         tables.row_config("mnist", "geometric", "ot", "test")
     assert tables.row_workdir("runs/tables", "mnist", "cpu", "geometric", "aligned_ot") == \

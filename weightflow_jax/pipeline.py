@@ -12,6 +12,7 @@ files, ``samples.npz`` (plain weights ``W0, b0, ...``) with ``samples.json`` (th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import platform
@@ -26,6 +27,7 @@ import optax
 
 from weightflow_jax import data as data_lib
 from weightflow_jax import atomic, evaluation, flows, mlp, zoo as zoo_lib
+from weightflow_jax import models as models_lib
 from weightflow_jax import sampling as sampling_lib
 from weightflow_jax import train as train_lib
 from weightflow_jax.flows import field
@@ -38,17 +40,31 @@ __all__ = ["FlowRun", "default_workdir", "prepare_data", "build_flow", "make_los
 
 @dataclasses.dataclass
 class FlowRun:
-    """A flow ready to train or sample: its space, model, variables and config."""
+    """A flow ready to train or sample: its space, field, variables and config.
+
+    ``variables`` are the ones sampling uses: the EMA of the parameters when the run keeps
+    one (``config.train.ema_decay > 0``), else the parameters.
+    """
 
     config: ml_collections.ConfigDict
     space: flows.FlowSpace
-    model: Any
+    field: models_lib.Field
     variables: Any
+
+    @property
+    def model(self) -> models_lib.Field:
+        """The field (older name)."""
+        return self.field
+
+    @property
+    def stats(self) -> models_lib.Standardizer:
+        return self.field.stats
 
     def predict_fn(self, space: flows.FlowSpace | None = None):
         """``(x_batch, t) -> raw output`` for sampling, optionally on another architecture."""
-        space = space or self.space
-        return lambda x, t: field.predict(self.model, self.variables, space, x, t)
+        if space is not None:
+            self.field.check_sizes(space.sizes)
+        return lambda x, t: self.field.apply(self.variables, x, t)
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> str:
@@ -84,23 +100,75 @@ def prepare_data(config: ml_collections.ConfigDict, *, progress: bool = True):
     return space, coords, zoo, pre
 
 
-def build_flow(config: ml_collections.ConfigDict, space: flows.FlowSpace,
-               key: jax.Array) -> FlowRun:
-    """The vector-field model for ``space`` and freshly initialised variables."""
-    m = config.model
-    model = field.make_model(space, num_layers=int(m.num_layers), width=int(m.width),
-                             num_heads=int(m.num_heads), attention=str(m.attention),
-                             mlp_ratio=int(m.mlp_ratio), time_features=int(m.time_features))
-    variables = field.init_variables(model, space, key)
-    return FlowRun(config, space, model, variables)
+STATS_FILE = "field_stats.npz"
+
+
+def build_flow(config: ml_collections.ConfigDict, space: flows.FlowSpace, key: jax.Array,
+               stats: models_lib.Standardizer | None = None) -> FlowRun:
+    """The field named ``config.model.name`` for ``space`` and freshly initialised variables.
+
+    Args:
+      stats: the field's standardization statistics (:func:`fit_field_stats`); ``None``
+        uses neutral ones (mean 0, std 1) — for benchmarks without a training set.
+    """
+    if stats is None:
+        stats = models_lib.Standardizer.neutral(models_lib.stats_mode(config.model),
+                                                space.sizes, space.has_scale)
+    fld = field.make_field(config.model, space, str(config.flow.parameterization), stats)
+    variables = fld.init(key)
+    return FlowRun(config, space, fld, variables)
+
+
+def fit_field_stats(config: ml_collections.ConfigDict,
+                    coords: Canonical) -> models_lib.Standardizer:
+    """Standardization statistics of the training ``coords`` for the configured field."""
+    return field.fit_stats(config.model, coords)
+
+
+def save_field_stats(workdir: str, stats: models_lib.Standardizer) -> None:
+    """Writes ``workdir/field_stats.npz`` atomically."""
+    atomic.savez(os.path.join(workdir, STATS_FILE), **stats.to_npz_dict())
+
+
+def load_field_stats(workdir: str) -> models_lib.Standardizer | None:
+    """The statistics stored with a run, or ``None`` when it has none."""
+    path = os.path.join(workdir, STATS_FILE)
+    if not os.path.exists(path):
+        return None
+    with np.load(path, allow_pickle=False) as d:
+        return models_lib.Standardizer.from_npz_dict({k: d[k] for k in d.files})
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warm-up, then constant or cosine decay to ``min_lr_ratio * learning_rate``."""
+    t = config.train
+    lr, warm = float(t.learning_rate), max(int(t.warmup_steps), 1)
+    kind = str(t.get("schedule", "constant"))
+    if kind == "constant":
+        return optax.linear_schedule(0.0, lr, warm)
+    if kind == "cosine":
+        total = max(int(t.steps), warm + 1)
+        return optax.warmup_cosine_decay_schedule(
+            0.0, lr, warm, total, end_value=lr * float(t.get("min_lr_ratio", 0.0)))
+    raise ValueError(f"unknown train.schedule {kind!r}; choose one of {SCHEDULES}")
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam(W) with linear warm-up and gradient clipping."""
+    """Adam(W) with the configured schedule (:func:`make_schedule`) and gradient clipping."""
     t = config.train
-    schedule = optax.linear_schedule(0.0, float(t.learning_rate), max(int(t.warmup_steps), 1))
     return optax.chain(optax.clip_by_global_norm(float(t.grad_clip)),
-                       optax.adamw(schedule, weight_decay=float(t.weight_decay)))
+                       optax.adamw(make_schedule(config), weight_decay=float(t.weight_decay)))
+
+
+def ema_decay(config: ml_collections.ConfigDict) -> float | None:
+    """``config.train.ema_decay`` as the train step wants it (``None`` = no EMA)."""
+    d = float(config.train.get("ema_decay", 0.0))
+    if not 0.0 <= d < 1.0:
+        raise ValueError(f"train.ema_decay={d} must be in [0, 1) (0 = no EMA)")
+    return d or None
 
 
 def make_loss_fn(run: FlowRun):
@@ -119,7 +187,7 @@ def make_loss_fn(run: FlowRun):
         t = flows.sample_time(rng, (n,), str(cfg.time_distribution), float(cfg.time_a),
                               float(cfg.time_b))
         xt = jax.vmap(lambda a, b, s: flows.interpolate(space, a, b, s))(x0, x1, t)
-        pred = field.predict(run.model, {"params": params}, space, xt, t)
+        pred = run.field.apply({"params": params}, xt, t)
         losses = jax.vmap(lambda p, a, b, c, s: flows.cfm_loss(space, p, a, b, c, s, param))(
             pred, x0, x1, xt, t)
         return jnp.mean(losses), {"t_mean": jnp.mean(t)}
@@ -128,7 +196,11 @@ def make_loss_fn(run: FlowRun):
 
 
 def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array):
-    """``batch_fn(step)``: a coupled batch that depends only on ``step`` (resumable)."""
+    """``batch_fn(step)``: a coupled batch that depends only on ``step`` (resumable).
+
+    With ``flow.pair_alignment="weight_matching"`` every chosen target is then permuted to
+    match its prior draw (:func:`weightflow_jax.flows.align_pairs`).
+    """
     cfg, tcfg = run.config.flow, run.config.train
     space = run.space
     n_data = int(coords.layers[0][0].shape[0])
@@ -137,6 +209,7 @@ def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array):
     prior = jax.jit(lambda k: jax.vmap(lambda kk: flows.sample_prior(kk, space, std))(
         jax.random.split(k, bsz)))
     seed = int(run.config.seed)
+    pair_alignment = flows.check_pair_alignment(str(cfg.get("pair_alignment", "none")))
 
     def batch_fn(step: int):
         rng = np.random.default_rng((seed, 7, int(step)))
@@ -146,6 +219,8 @@ def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array):
         x0 = prior(k)
         x1 = flows.couple(str(cfg.coupling), jax.random.fold_in(k, 1), space, x0, x1,
                           float(cfg.sinkhorn_epsilon))
+        if pair_alignment == "weight_matching":
+            x1, _ = flows.align_pairs(space, x0, x1)
         return {"x0": x0, "x1": x1}
 
     return batch_fn
@@ -171,10 +246,7 @@ def flow_space_for(run: FlowRun, arch: str | None = None) -> flows.FlowSpace:
             f"--arch {mlp.format_arch(sizes)} has input/output widths {sizes[0]}/{sizes[-1]} "
             f"but the flow was trained on {mlp.format_arch(base)} ({base[0]}/{base[-1]}); "
             "only hidden widths can change")
-    if len(sizes) - 2 > run.model.max_hidden_layers:
-        raise ValueError(
-            f"--arch {mlp.format_arch(sizes)} has {len(sizes) - 2} hidden layers but the flow's "
-            f"model covers at most {run.model.max_hidden_layers}")
+    run.field.check_sizes(sizes)
     return run.space.with_sizes(sizes)
 
 
@@ -262,7 +334,7 @@ SAFE_TO_CHANGE_ON_RESUME = train_lib.DEFAULT_SAFE_FIELDS | {
 
 
 def train_flow(config: ml_collections.ConfigDict, workdir: str, space: flows.FlowSpace,
-               coords: Canonical, *, progress: bool = True):
+               coords: Canonical, *, progress: bool = True, hooks=()):
     """Trains (or resumes training) the flow of ``config`` on ``coords`` in ``workdir``.
 
     Returns:
@@ -271,19 +343,37 @@ def train_flow(config: ml_collections.ConfigDict, workdir: str, space: flows.Flo
     """
     key = jax.random.key(int(config.seed))
     k_init, k_state, k_data, _ = jax.random.split(key, 4)
-    run = build_flow(config, space, k_init)
+    stats = fit_field_stats(config, coords)
+    stored = load_field_stats(workdir)
+    if stored is not None and not stored.equals(stats):
+        raise ValueError(
+            f"{workdir}/{STATS_FILE} holds standardization statistics of other training "
+            "coordinates (another zoo or preprocessing); use a fresh --workdir")
+    os.makedirs(workdir, exist_ok=True)
+    save_field_stats(workdir, stats)
+    run = build_flow(config, space, k_init, stats)
     optimizer = make_optimizer(config)
-    state = train_lib.create_train_state(run.variables["params"], optimizer, k_state)
+    decay = ema_decay(config)
+    state = train_lib.create_train_state(run.variables["params"], optimizer, k_state,
+                                         ema=decay is not None)
     mesh = train_lib.make_mesh()
-    step = train_lib.make_train_step(make_loss_fn(run), optimizer, mesh)
+    step = train_lib.make_train_step(make_loss_fn(run), optimizer, mesh, ema_decay=decay,
+                                     ema_warmup=True)
     batch_fn = make_batch_fn(run, coords, k_data)
     t = config.train
     state, summary = train_lib.train_loop(
         state, step, batch_fn, num_steps=int(t.steps), workdir=workdir,
         checkpoint_every=int(t.checkpoint_every), log_every=int(t.log_every), config=config,
-        mesh=mesh, progress=progress, safe_config_fields=SAFE_TO_CHANGE_ON_RESUME)
-    run.variables = {"params": jax.tree.map(jnp.asarray, jax.device_get(state.params))}
+        mesh=mesh, progress=progress, safe_config_fields=SAFE_TO_CHANGE_ON_RESUME,
+        hooks=hooks)
+    run.variables = sampling_variables(state)
     return run, summary
+
+
+def sampling_variables(state: train_lib.TrainState) -> dict:
+    """``{"params": ...}`` for sampling: the EMA parameters when kept, else the parameters."""
+    params = state.ema_params if state.ema_params is not None else state.params
+    return {"params": jax.tree.map(jnp.asarray, jax.device_get(params))}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = None, *,
@@ -314,6 +404,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     result = {
         "config_name": str(config.name), "size": str(config.size), "workdir": workdir,
         "flow": config.flow.to_dict(), "arch": mlp.format_arch(space.sizes),
+        "model": str(config.model.name), "ema_decay": float(config.train.ema_decay),
+        "equivariant": bool(run.field.equivariant),
         "num_training_snapshots": int(coords.layers[0][0].shape[0]),
         "model_params": n_params, "train": summary.as_dict(),
         "sample_seconds": sample_seconds, "samples": ev, "target_final_snapshots": target,
@@ -337,7 +429,8 @@ def _report(config, r) -> str:
         f"- architecture {r['arch']}, flow `{config.flow.kind}`, coupling "
         f"`{config.flow.coupling}`, aligned {config.flow.align}, canonical mode "
         f"`{config.flow.canonical_mode}`, parameterization `{config.flow.parameterization}`",
-        f"- {r['num_training_snapshots']} training snapshots; model {r['model_params']} "
+        f"- {r['num_training_snapshots']} training snapshots; field `{r['model']}` with "
+        f"{r['model_params']} "
         f"parameters; {tr['final_step']} steps at {tr['steps_per_sec']:.2f} steps/s; "
         f"peak RSS {tr['peak_rss_mb']:.0f} MB",
         f"- {ev['num']} samples, {config.sample.steps} Euler steps, guidance "
@@ -353,28 +446,90 @@ def _report(config, r) -> str:
         f"Total wall time {r['wall_seconds']:.0f} s on {r['hardware']['backend']} "
         f"({len(r['hardware']['devices'])} device(s)).", "",
     ]
+    if str(config.flow.get("pair_alignment", "none")) != "none" and not r["equivariant"]:
+        lines += [
+            f"Note: pair alignment (`{config.flow.pair_alignment}`) cannot make the "
+            f"non-equivariant field `{r['model']}` learn the symmetrised distribution an "
+            "equivariant field learns: it only moves each target away from the reference "
+            "alignment this field relies on.", ""]
     return "\n".join(lines)
 
 
+def upgrade_config(cfg: dict) -> tuple[dict, list[str]]:
+    """Brings the stored config of a run from before fields-by-name up to date.
+
+    Such runs trained the full-graph RT with flat ``model.{num_layers, width, ...}`` fields,
+    no standardization, no EMA and a constant schedule: exactly ``model.name = "rt"`` with
+    ``standardize="none"``, ``fourier_features=0``, ``train.ema_decay=0``. Returns the new
+    dict and a list of what was filled in.
+    """
+    cfg = copy.deepcopy(cfg)
+    notes = []
+    model = cfg.get("model", {})
+    if "name" not in model:
+        block = models_lib.get_module("rt").default_config().to_dict()
+        block.update({"standardize": "none", "fourier_features": 0})
+        unknown = sorted(set(model) - set(block))
+        if unknown:
+            raise ValueError(f"the run's config.model has fields {unknown} that no known field "
+                             "uses; it was written by another version of weightflow_jax")
+        block.update(model)
+        new_model = models_lib.default_model_config("rt").to_dict()
+        new_model["rt"] = block
+        cfg["model"] = new_model
+        notes.append("model.name=rt (full-graph RT, unstandardized; run predates fields by name)")
+    flow = cfg.setdefault("flow", {})
+    if "pair_alignment" not in flow:
+        flow["pair_alignment"] = "none"
+        notes.append("flow.pair_alignment='none'")
+    train = cfg.setdefault("train", {})
+    for k, v in (("ema_decay", 0.0), ("schedule", "constant"), ("min_lr_ratio", 0.0)):
+        if k not in train:
+            train[k] = v
+            notes.append(f"train.{k}={v!r}")
+    return cfg, notes
+
+
 def load_flow(workdir: str) -> FlowRun:
-    """Reopens a run's config and its latest checkpoint for sampling.
+    """Reopens a run's config, statistics and latest checkpoint for sampling.
+
+    The field is rebuilt from the run's own ``config.json`` (its name and settings) with the
+    standardization statistics stored beside it (``field_stats.npz``); sampling uses the EMA
+    parameters when the run kept them. Runs from before fields-by-name load as ``rt``.
 
     Raises:
-      ValueError: the workdir has no ``config.json`` or no checkpoint.
+      ValueError: the workdir has no ``config.json``, no checkpoint, or (for a field that
+        standardizes) no ``field_stats.npz``; or its checkpoint does not match its config.
     """
     cfg_path = os.path.join(workdir, "config.json")
     if not os.path.exists(cfg_path):
         raise ValueError(f"{workdir} holds no trained flow (no config.json); train one with "
                          "python -m experiments.train --config=... --workdir=" + workdir)
-    config = ml_collections.ConfigDict(train_lib.load_config(workdir))
+    cfg_dict, _ = upgrade_config(train_lib.load_config(workdir))
+    config = ml_collections.ConfigDict(cfg_dict)
     space = _flow_space(config)
-    run = build_flow(config, space, jax.random.key(0))
+    stats = load_field_stats(workdir)
+    mode = models_lib.stats_mode(config.model)
+    if stats is None:
+        if mode != "none":
+            raise ValueError(
+                f"{workdir} trained field {str(config.model.name)!r} with {mode!r} "
+                f"standardization but has no {STATS_FILE}; the run is incomplete — retrain it")
+        stats = models_lib.Standardizer.identity(space.sizes)
+    run = build_flow(config, space, jax.random.key(0), stats)
     optimizer = make_optimizer(config)
-    state = train_lib.create_train_state(run.variables["params"], optimizer, jax.random.key(0))
+    state = train_lib.create_train_state(run.variables["params"], optimizer, jax.random.key(0),
+                                         ema=ema_decay(config) is not None)
     with train_lib.CheckpointStore(workdir) as store:
         if store.latest_step() is None:
             raise ValueError(f"{workdir} has a config but no checkpoint; the run never saved "
                              "a step — train it first")
-        state = store.restore(state)
-    run.variables = {"params": jax.tree.map(jnp.asarray, jax.device_get(state.params))}
+        try:
+            state = store.restore(state)
+        except Exception as err:  # orbax/flax raise many types on a structure mismatch
+            raise ValueError(
+                f"the checkpoint in {workdir} does not match the field its config.json "
+                f"describes (model {str(config.model.name)!r}); it was written by another "
+                f"version or config: {type(err).__name__}: {str(err)[:300]}") from err
+    run.variables = sampling_variables(state)
     return run

@@ -91,6 +91,16 @@ def test_ema_update():
     new, _ = step(state, train.shard_batch(_toy.batch_fn(0), MESH1))
     np.testing.assert_allclose(new.ema_params["w"], 0.1 * np.asarray(new.params["w"]),
                                atol=1e-7)
+    # Warm-up: decay min(0.9, (1 + step) / (10 + step)) = 0.1 at the first update, then 2/11.
+    warm = train.make_train_step(_toy.loss_fn, OPT, MESH1, donate=False, ema_decay=0.9,
+                                 ema_warmup=True)
+    s0 = fresh_state(ema=True)
+    s1, _ = warm(s0, train.shard_batch(_toy.batch_fn(0), MESH1))
+    expect = 0.1 * np.asarray(s0.params["w"]) + 0.9 * np.asarray(s1.params["w"])
+    np.testing.assert_allclose(s1.ema_params["w"], expect, atol=1e-6)
+    s2, _ = warm(s1, train.shard_batch(_toy.batch_fn(1), MESH1))
+    expect = 2 / 11 * np.asarray(s1.ema_params["w"]) + 9 / 11 * np.asarray(s2.params["w"])
+    np.testing.assert_allclose(s2.ema_params["w"], expect, atol=1e-6)
     with pytest.raises(ValueError, match="ema=True"):
         step(fresh_state(), train.shard_batch(_toy.batch_fn(0), MESH1))
     with pytest.raises(ValueError, match="ema_decay"):

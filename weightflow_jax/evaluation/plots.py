@@ -20,6 +20,7 @@ __all__ = [
     "plot_accuracy_histograms",
     "plot_finetune_curves",
     "plot_steps_vs_accuracy",
+    "plot_accuracy_vs_time",
 ]
 
 
@@ -149,4 +150,28 @@ def plot_steps_vs_accuracy(path: str, results: Mapping[str, tuple[Sequence, Sequ
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_accuracy_vs_time(path: str, curves: Mapping[str, tuple[Sequence, Sequence,
+                                                                 Sequence | None]], *,
+                          hlines: Mapping[str, float] | None = None,
+                          title: str = "time to quality") -> str:
+    """Mean sample accuracy (std band when given) against training seconds, one line per
+    model; ``hlines`` draws labelled reference accuracies (e.g. the thesis's, the zoo's)."""
+    fig, ax = _figure((6.0, 3.8))
+    _many_series(ax, len(curves))
+    for label, (secs, mean, std) in curves.items():
+        secs, mean = np.asarray(secs, np.float64), np.asarray(mean, np.float64)
+        ax.plot(secs, mean, marker="o", markersize=3, label=label)
+        if std is not None:
+            std = np.asarray(std, np.float64)
+            ax.fill_between(secs, mean - std, mean + std, alpha=0.15)
+    for i, (label, value) in enumerate((hlines or {}).items()):
+        ax.axhline(value, linestyle="--", linewidth=0.8, color=f"C{7 + i % 3}", label=label)
+    ax.set_xlabel("training seconds (2 CPU cores)")
+    ax.set_ylabel("samples' mean test accuracy")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    _legend(ax, len(curves) + len(hlines or {}))
     return save_figure(fig, path)

@@ -4,11 +4,14 @@
   geometry (see :mod:`.spaces`).
 * :mod:`.paths` — prior, time distribution, interpolants, conditional targets, CFM loss.
 * :mod:`.couplings` — independent, exact minibatch OT and Sinkhorn (OTT-JAX) couplings.
+* :mod:`.pair_alignment` — each coupled target permuted to match its own prior draw.
 * :mod:`.sampling` — the reference Euler integrator on the flow's geometry, with guidance.
 """
 
 from weightflow_jax.flows.couplings import (
     COUPLINGS, couple, exact_assignment, mean_pair_cost, pairwise_cost, sinkhorn_assignment)
+from weightflow_jax.flows.pair_alignment import (
+    PAIR_ALIGNMENTS, align_pairs, check_pair_alignment, pair_costs)
 from weightflow_jax.flows.paths import (
     PARAMETERIZATIONS, TIME_DISTRIBUTIONS, cfm_loss, interpolate, predicted_velocity,
     predicted_x1, sample_prior, sample_time, target_velocity)
@@ -20,5 +23,6 @@ __all__ = [
     "sinkhorn_assignment", "PARAMETERIZATIONS", "TIME_DISTRIBUTIONS", "cfm_loss",
     "interpolate", "predicted_velocity", "predicted_x1", "sample_prior", "sample_time",
     "target_velocity", "euler_sample", "euler_step", "velocity", "FLOWS", "FlowSpace",
-    "is_factor", "leaf_counts",
+    "is_factor", "leaf_counts", "PAIR_ALIGNMENTS", "align_pairs", "check_pair_alignment",
+    "pair_costs",
 ]

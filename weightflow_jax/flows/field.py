@@ -1,10 +1,14 @@
-"""The learned field: a relational transformer read as a map on flow coordinates.
+"""The learned field read as a map on a flow's coordinates.
 
-:func:`make_model` builds a :class:`~weightflow_jax.models.VectorField` for a flow space
-and :func:`predict` applies it to a batch of coordinates: the weights become edge features,
-the biases node features and (exact canonical mode) ``log_scale`` a per-graph global; the
-per-edge / per-node / global outputs come back as coordinates of the same layout. The
-output is the raw prediction (``x1`` or a velocity, by the flow's parameterization).
+The vector fields live in :mod:`weightflow_jax.models` and are chosen by name
+(``config.model.name``: ``rt``, ``compact_rt``, ``mlp``). This module connects them to a
+:class:`FlowSpace`: :func:`coord_spec` says which coordinates the field serves,
+:func:`fit_stats` computes its standardization statistics from the training coordinates and
+:func:`make_field` builds it. ``field.apply(variables, x, t)`` returns the raw prediction
+(``x1`` or a velocity, by the flow's parameterization) in the coordinates' layout.
+
+:func:`make_model` / :func:`predict` / :func:`init_variables` are the original direct way to
+use the full-graph :class:`~weightflow_jax.models.VectorField` (kept for benchmarks).
 """
 
 from __future__ import annotations
@@ -13,23 +17,37 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from weightflow_jax.flows.spaces import FlowSpace
 from weightflow_jax.graphs import mlp_to_graph
-from weightflow_jax.models import VectorField, apply_to_mlp
+from weightflow_jax.models import (CoordSpec, Field, Standardizer, VectorField, apply_to_mlp,
+                                   build_field, stats_mode)
 from weightflow_jax.symmetry import Canonical
 
-__all__ = ["make_model", "predict", "init_variables"]
+__all__ = ["coord_spec", "fit_stats", "make_field", "make_model", "predict", "init_variables"]
+
+
+def coord_spec(space: FlowSpace, parameterization: str = "target") -> CoordSpec:
+    """The coordinates of ``space`` as a field sees them."""
+    return CoordSpec(space.sizes, space.has_scale, output_offset=parameterization == "target")
+
+
+def fit_stats(model_cfg: ml_collections.ConfigDict, coords: Canonical) -> Standardizer:
+    """The standardization statistics the chosen field needs, from training ``coords``."""
+    return Standardizer.fit(stats_mode(model_cfg), coords)
+
+
+def make_field(model_cfg: ml_collections.ConfigDict, space: FlowSpace, parameterization: str,
+               stats: Standardizer) -> Field:
+    """The field named ``model_cfg.name`` for ``space`` (see :mod:`weightflow_jax.models`)."""
+    return build_field(model_cfg, coord_spec(space, parameterization), stats)
 
 
 def make_model(space: FlowSpace, *, num_layers: int = 5, width: int = 32, num_heads: int = 4,
                attention: str = "sparse", max_hidden_layers: int | None = None,
                **kwargs: Any) -> VectorField:
-    """A vector field for networks with ``space``'s input and output widths.
-
-    Hidden widths are free (the positional embedding is shared within a hidden layer), so
-    the same model serves ``space.with_sizes(...)`` of other hidden widths.
-    """
+    """A full-graph :class:`VectorField` for networks with ``space``'s input/output widths."""
     depth = len(space.sizes) - 2
     return VectorField(
         d_in=space.sizes[0], d_out=space.sizes[-1],
@@ -40,7 +58,7 @@ def make_model(space: FlowSpace, *, num_layers: int = 5, width: int = 32, num_he
 
 def predict(model: VectorField, variables: Any, space: FlowSpace, x: Canonical,
             t: jax.Array) -> Canonical:
-    """Raw model output for a batch ``x`` (leading axis ``n``) at time ``t`` (scalar or (n,))."""
+    """Raw :class:`VectorField` output for a batch ``x`` at time ``t`` (scalar or (n,))."""
     n = x.layers[0][0].shape[0]
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (n,))
     globals_ = x.log_scale[:, None] if space.has_scale else None
@@ -50,11 +68,10 @@ def predict(model: VectorField, variables: Any, space: FlowSpace, x: Canonical,
 
 
 def init_variables(model: VectorField, space: FlowSpace, key: jax.Array) -> Any:
-    """Initial model variables, traced on one zero network of ``space``'s architecture."""
+    """Initial :class:`VectorField` variables, traced on one zero network of ``space``."""
     shapes = space.coord_shapes()
 
     def init(k):
-        # Traced as one program: eager flax init dispatches every op separately (~10x slower).
         x = jax.tree.map(lambda s: jnp.zeros((1,) + s.shape, s.dtype), shapes)
         globals_ = x.log_scale[:, None] if space.has_scale else None
         graph = mlp_to_graph(x.layers, globals_=globals_, batched=True)

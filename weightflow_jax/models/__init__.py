@@ -1,10 +1,18 @@
-"""Relational-transformer vector fields over neural graphs.
+"""Vector fields over MLP weights, chosen by name (``config.model.name``).
 
-* :class:`VectorField` — the time-conditioned model; ``model.apply(variables, graph, t)``.
-* :func:`apply_to_mlp` — MLP weights in, MLP-layout output out.
+* :class:`Field` — the common interface (``init``, ``apply(variables, coords, t)``,
+  ``check_sizes``); :func:`build_field` builds one from ``config.model``
+  (:mod:`.registry`).
+* ``rt`` (:mod:`.rt`) — the thesis's relational transformer over the full neural graph
+  (:class:`VectorField`); ``compact_rt`` (:mod:`.compact_rt`) — the same layers on the
+  compact graph without input-neuron nodes; ``mlp`` (:mod:`.flat_mlp`) — a residual MLP over
+  the flattened, standardized coordinates.
+* :class:`Standardizer` — per-layer / per-coordinate feature standardization.
 * :class:`RTLayer` — one relational-transformer layer (sparse and dense evaluation).
 """
 
+from weightflow_jax.models.base import (STANDARDIZE_MODES, CoordSpec, Field, Standardizer,
+                                        fourier_features)
 from weightflow_jax.models.relational_transformer import RTLayer, segment_softmax
 from weightflow_jax.models.vector_field import (
     ATTENTION_MODES,
@@ -12,12 +20,24 @@ from weightflow_jax.models.vector_field import (
     apply_to_mlp,
     sinusoidal_embedding,
 )
+from weightflow_jax.models.registry import (MODELS, build_field, default_model_config,
+                                            get_module, stats_mode)
 
 __all__ = [
     "ATTENTION_MODES",
+    "CoordSpec",
+    "Field",
+    "MODELS",
     "RTLayer",
+    "STANDARDIZE_MODES",
+    "Standardizer",
     "VectorField",
     "apply_to_mlp",
+    "build_field",
+    "default_model_config",
+    "fourier_features",
+    "get_module",
     "segment_softmax",
     "sinusoidal_embedding",
+    "stats_mode",
 ]

@@ -49,6 +49,7 @@ import numpy as np
 
 from weightflow_jax import mlp
 from weightflow_jax.graphs import neural_graph as ng
+from weightflow_jax.models.base import fourier_features as _fourier
 from weightflow_jax.models.relational_transformer import RTLayer
 
 __all__ = [
@@ -164,6 +165,8 @@ class VectorField(nn.Module):
       global_dim: number of per-graph Euclidean globals in and out (``0``: none).
       time_features: sinusoidal features of ``t``.
       remat: rematerialize each layer in the backward pass (saves memory, costs compute).
+      fourier_features, fourier_scale: random Fourier features of the scalar weight and bias
+        features (``0``: the plain scalar, the thesis's input).
 
     Layers run under ``nn.scan``: their parameters sit under ``params['layers']`` with a
     leading axis of length ``num_layers``, and the layer body is compiled once.
@@ -189,6 +192,8 @@ class VectorField(nn.Module):
     global_dim: int = 0
     time_features: int = 64
     remat: bool = False
+    fourier_features: int = 0
+    fourier_scale: float = 1.0
 
     def _check_config(self) -> None:
         if self.attention not in ATTENTION_MODES:
@@ -267,10 +272,11 @@ class VectorField(nn.Module):
         n_pos = ng.num_positions(self.d_in, self.d_out, self.max_hidden_layers)
         pos_table = self.param("pos_embed", nn.initializers.normal(EMBED_STD), (n_pos, d), dtype)
         pos = jnp.clip(jnp.asarray(nodes["pos"], jnp.int32), 0, n_pos - 1)
-        h = (nn.Dense(d, name="node_in")(jnp.asarray(nodes["x"], dtype)[:, None])
+        ff = lambda v: _fourier(jnp.asarray(v, dtype), self.fourier_features, self.fourier_scale)
+        h = (nn.Dense(d, name="node_in")(ff(nodes["x"]))
              + pos_table[pos] + nn.Dense(d, name="node_time")(temb)[node_graph])
         e_time = nn.Dense(d, name="edge_time")(temb)
-        e = (nn.Dense(d, name="edge_in")(jnp.asarray(edges["x"], dtype)[:, None])
+        e = (nn.Dense(d, name="edge_in")(ff(edges["x"]))
              + e_time[edge_graph])
         direction = self.param("direction_embed", nn.initializers.normal(EMBED_STD), (2, d), dtype)
         e = jnp.concatenate([e + direction[0], e + direction[1]], axis=0)  # [fwd; bwd]

@@ -155,7 +155,7 @@ class TrainStep:
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                     mesh: Mesh | None = None, *, donate: bool = True,
-                    ema_decay: float | None = None) -> TrainStep:
+                    ema_decay: float | None = None, ema_warmup: bool = False) -> TrainStep:
     """Builds the jitted data-parallel train step for ``loss_fn`` and ``optimizer``.
 
     The step computes ``rng = fold_in(state.rng, state.step)``, the loss and its gradient on the
@@ -169,8 +169,11 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
       mesh: the data-parallel mesh; ``None`` builds :func:`make_mesh` over all devices.
       donate: donate the input state's buffers to the output (saves memory; the state passed
         in must not be used afterwards).
-      ema_decay: decay in ``[0, 1)`` of the parameter EMA; the state must have been made with
-        ``create_train_state(..., ema=True)``.
+      ema_decay: decay in ``[0, 1)`` of the parameter EMA (``optax.incremental_update``); the
+        state must have been made with ``create_train_state(..., ema=True)``.
+      ema_warmup: use the decay ``min(ema_decay, (1 + step) / (10 + step))`` at update
+        ``step`` (0-based), so that the average forgets the random initialisation quickly in
+        short runs; ``False`` uses ``ema_decay`` from the first update.
 
     Returns:
       A :class:`TrainStep`; calling it returns the new state and the metrics dict, holding the
@@ -201,8 +204,11 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
         params = optax.apply_updates(state.params, updates)
         ema_params = state.ema_params
         if ema_decay is not None:
-            ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p,
-                                      state.ema_params, params)
+            decay = jnp.asarray(ema_decay, jnp.float32)
+            if ema_warmup:
+                s = state.step.astype(jnp.float32)
+                decay = jnp.minimum(decay, (1.0 + s) / (10.0 + s))
+            ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   ema_params=ema_params)
         out = {name: jnp.asarray(value, jnp.float32) for name, value in metrics.items()}
