@@ -250,7 +250,7 @@ def _is_flow_key(key: str) -> bool:
 
 # ------------------------------------------------------------------------ overrides
 def parse_set(items: Sequence[str] | None) -> list[tuple[str, str]]:
-    """``["model.compact_rt.width=32", ...]`` -> ``[("model.width", "32"), ...]``.
+    """``["model.compact_rt.width=32", ...]`` -> ``[("model.compact_rt.width", "32"), ...]``.
 
     Raises:
       ValueError: an item without ``=`` or with an empty key.
