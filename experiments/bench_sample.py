@@ -44,7 +44,7 @@ import time
 import jax
 import numpy as np
 
-from weightflow_jax import flows, mlp, sampling
+from weightflow_jax import flows, mlp, models, sampling
 from weightflow_jax.flows import field
 
 MODES = ("batched", "scan", "single")
@@ -115,14 +115,16 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
     """Compiles and times one sampling mode; returns its figures (networks per second...)."""
     sizes = mlp.parse_arch(args.arch)
     space = flows.FlowSpace(args.flow, sizes)
-    model = field.make_model(space, num_layers=args.layers, width=args.width,
-                             num_heads=args.heads, attention=args.attention)
+    cfg = models.default_model_config("rt")  # the thesis's RT, unstandardized
+    cfg.rt.update(dict(num_layers=args.layers, width=args.width, num_heads=args.heads,
+                       attention=args.attention))
+    fld = field.make_field(cfg, space, "target", models.Standardizer.identity(space.sizes))
     key = jax.random.key(args.seed)
-    variables = jax.jit(lambda k: field.init_variables(model, space, k))(key)
+    variables = fld.init(key)
     n_params = sum(int(x.size) for x in jax.tree.leaves(variables))
 
     def predict(x, t):
-        return field.predict(model, variables, space, x, t)
+        return fld.apply(variables, x, t)
 
     n = 1 if mode == "single" else args.batch
     draw = make_sampler(space, predict, n, args.steps, mode)
