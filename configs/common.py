@@ -21,9 +21,11 @@ Fields (override any from the command line, e.g. ``--config.train.steps=500``):
   ``time_b``, ``prior_std``.
 * ``model``: ``name`` of the vector field (``rt`` = the thesis's relational transformer over
   the full neural graph, ``compact_rt`` = the same layers on the compact graph without
-  input-neuron nodes, ``mlp`` = residual MLP over the flattened coordinates; see
-  :mod:`weightflow_jax.models`) and one block of settings per field, ``model.rt``,
-  ``model.compact_rt``, ``model.mlp`` (documented in each field's module); only the named
+  input-neuron nodes, ``neuron_transformer`` = a wide transformer over hidden-neuron tokens,
+  equivariant and the one to sample other hidden widths on a CPU, ``mlp`` = residual MLP
+  over the flattened coordinates; see :mod:`weightflow_jax.models`) and one block of
+  settings per field, ``model.rt``, ``model.compact_rt``, ``model.neuron_transformer``,
+  ``model.mlp`` (documented in each field's module); only the named
   field's block is used, e.g. ``--config.model.name=compact_rt --config.model.compact_rt.width=32``.
 * ``train``: ``steps``, ``batch_size`` (global), ``learning_rate``, ``warmup_steps``,
   ``schedule`` (constant | cosine: warm-up then constant, or cosine decay to
@@ -93,6 +95,8 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
         c.model.rt.update(dict(num_layers=1, width=8, num_heads=2, time_features=8))
         c.model.compact_rt.update(dict(num_layers=1, width=8, num_heads=2, time_features=8))
         c.model.mlp.update(dict(width=16, num_blocks=1, time_features=8))
+        c.model.neuron_transformer.update(dict(num_layers=1, width=16, num_heads=2,
+                                               time_features=8))
         c.train.ema_decay = 0.9
         c.train.update(dict(steps=6, batch_size=4, warmup_steps=1, checkpoint_every=3,
                             log_every=2))

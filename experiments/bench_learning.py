@@ -71,6 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--novelty", action=argparse.BooleanOptionalAction, default=True,
                    help="nearest-checkpoint distance of the last samples vs checkpoint spacing")
     p.add_argument("--out", default="", help="output prefix (default docs/learning/<task>_<flow>)")
+    p.add_argument("--transfer_arch", default="",
+                   help="also sample and evaluate this hidden architecture (e.g. 784-32-10) "
+                   "at every evaluation, for the fields that can (equivariant ones)")
+    p.add_argument("--save_runs", default="",
+                   help="save each variant's final state as a flow run in <dir>/<label> "
+                   "(config.json, field_stats.npz, checkpoint) for experiments.sample")
     p.add_argument("--throughput", action="store_true", help="train-step throughput mode")
     p.add_argument("--batch", type=int, default=8, help="--throughput: networks per step")
     p.add_argument("--steps", type=int, default=5, help="--throughput: timed steps")
@@ -116,9 +122,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
     return config
 
 
-def make_sampler(run: pipeline.FlowRun, num: int, steps: int):
-    """A jitted ``(variables, key) -> plain weights`` for ``num`` networks (compiled once)."""
-    space, fld = run.space, run.field
+def make_sampler(run: pipeline.FlowRun, num: int, steps: int, space=None):
+    """A jitted ``(variables, key) -> plain weights`` for ``num`` networks (compiled once),
+    of the run's architecture or of ``space`` (another hidden width)."""
+    space, fld = space or run.space, run.field
     cfg = run.config.flow
 
     @jax.jit
@@ -175,6 +182,13 @@ def run_variant(label: str, config, space, coords, ctx, args, budget: float):
     batch_fn = pipeline.make_batch_fn(run, coords, k_data)
     sample_steps = int(args.sample_steps or config.sample.steps)
     draw = make_sampler(run, int(args.num), sample_steps)
+    draw_transfer = None
+    if args.transfer_arch:
+        try:
+            t_space = pipeline.flow_space_for(run, args.transfer_arch)
+            draw_transfer = make_sampler(run, int(args.num), sample_steps, t_space)
+        except ValueError as err:
+            print(f"[{label}] no {args.transfer_arch} transfer: {err}", flush=True)
     x_test, y_test = ctx.x_test, ctx.y_test
 
     points, losses = [], []
@@ -193,6 +207,17 @@ def run_variant(label: str, config, space, coords, ctx, args, budget: float):
                  "acc_mean": ev["acc_mean"], "acc_std": ev["acc_std"],
                  "loss_mean": ev["loss_mean"], "ensemble_acc": ev["ensemble_acc"],
                  "eval_seconds": time.perf_counter() - t0}
+        if draw_transfer is not None:
+            tparams = [(np.asarray(w), np.asarray(b))
+                       for w, b in draw_transfer(variables, k_sample)]
+            tev = pipeline.evaluate_networks(tparams, x_test, y_test, ensemble_max=args.num,
+                                             diversity_max=args.num)
+            point["transfer"] = {k: tev[k] for k in ("acc_mean", "acc_std", "loss_mean",
+                                                     "ensemble_acc")}
+            transfer_params[:] = [tparams]
+            print(f"[{label}] {train_s:7.1f} s {args.transfer_arch}: acc "
+                  f"{tev['acc_mean']:.3f} ± {tev['acc_std']:.3f}, loss {tev['loss_mean']:.3f},"
+                  f" ensemble {tev['ensemble_acc']:.3f}", flush=True)
         points.append(point)
         print(f"[{label}] {train_s:7.1f} s step {done:6d}: acc {ev['acc_mean']:.3f} ± "
               f"{ev['acc_std']:.3f}, loss {ev['loss_mean']:.3f}, ensemble "
@@ -200,7 +225,7 @@ def run_variant(label: str, config, space, coords, ctx, args, budget: float):
               f"(eval {point['eval_seconds']:.1f} s)", flush=True)
         return params
 
-    params = None
+    params, transfer_params = None, []
     t0 = time.perf_counter()  # the first step compiles: timed apart, not training time
     state, m = step(state, train_lib.shard_batch(batch_fn(0), mesh))
     losses.append(float(m["loss"]))
@@ -233,7 +258,28 @@ def run_variant(label: str, config, space, coords, ctx, args, budget: float):
               "overrides": {}, "final": points[-1]}
     if args.novelty and ctx.novelty is not None:
         result["novelty"] = ctx.novelty(params)
+    if transfer_params:
+        result["transfer_arch"] = args.transfer_arch
+        result["transfer_params"] = transfer_params[0]
+    if args.save_runs:
+        result["run_dir"] = save_run(os.path.join(args.save_runs, label), config, stats,
+                                     state, done)
     return result, params
+
+
+def save_run(workdir: str, config, stats, state, step: int) -> str:
+    """Writes a flow run that ``experiments.sample --workdir`` and ``load_flow`` open: the
+    variant's config (``train.steps`` = its planned steps), statistics and a checkpoint of
+    its state at ``step``."""
+    if os.path.exists(os.path.join(workdir, "config.json")):
+        raise ValueError(f"{workdir} already holds a run; choose another --save_runs")
+    os.makedirs(workdir, exist_ok=True)
+    pipeline.save_field_stats(workdir, stats)
+    train_lib.save_config(workdir, config)
+    with train_lib.CheckpointStore(workdir) as store:
+        store.save(step, state)
+        store.wait()
+    return workdir
 
 
 def command_line() -> str:
@@ -278,6 +324,18 @@ def build_context(config, args):
 def render(task: str, flow: str, results: list[dict], ctx, args, wall: float) -> str:
     thesis = THESIS_ACC[task]
     zoo_acc = ctx.target["acc_mean"]
+    arch = args.transfer_arch
+    tr_head = f" {arch} samples (final): acc, loss, ensemble |" if arch else ""
+
+    def tr_cell(p) -> str:
+        if not arch:
+            return ""
+        tr = p.get("transfer")
+        if tr is None:
+            return " — (field not equivariant) |"
+        return (f" {tr['acc_mean']:.3f} ± {tr['acc_std']:.3f}, {tr['loss_mean']:.3f}, "
+                f"{tr['ensemble_acc']:.3f} |")
+
     lines = [
         f"# Time to quality: {task}, {flow} flow (aligned + exact OT), `{args.size}` zoo", "",
         f"Command: `{command_line()}`", "",
@@ -290,8 +348,8 @@ def render(task: str, flow: str, results: list[dict], ctx, args, wall: float) ->
         f"; thesis (geometric aligned + OT): {thesis:.3f}.", "",
         "| variant | field | params | steps/s | steps | final acc | final loss | ensemble | "
         f"s to thesis {thesis:.3f} | s to zoo {zoo_acc:.3f} | best acc (at s) | novelty L2 "
-        "median / spacing |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"median / spacing |{tr_head}",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * bool(tr_head),
     ]
     for r in results:
         f = r["final"]
@@ -306,19 +364,20 @@ def render(task: str, flow: str, results: list[dict], ctx, args, wall: float) ->
             f"{r['calibrated_steps_per_sec']:.1f} | {r['steps_done']} | {f['acc_mean']:.3f} ± "
             f"{f['acc_std']:.3f} | {f['loss_mean']:.3f} | {f['ensemble_acc']:.3f} | "
             f"{'—' if tt is None else f'{tt:.0f}'} | {'—' if tz is None else f'{tz:.0f}'} | "
-            f"{best['acc_mean']:.3f} ({best['train_seconds']:.0f}) | {nov_s} |")
+            f"{best['acc_mean']:.3f} ({best['train_seconds']:.0f}) | {nov_s} |{tr_cell(f)}")
     lines += ["", "Variants (config overrides on top of "
               f"`configs/{task}_{flow}.py:{args.size}`):", ""]
     for r in results:
         lines.append(f"- {r['label']}: `{' '.join(f'{k}={v}' for k, v in r['overrides'].items())}`")
     lines += ["", "Every evaluation:", "",
-              "| variant | train s | step | train loss | acc | loss | ensemble |",
-              "|---|---|---|---|---|---|---|"]
+              "| variant | train s | step | train loss | acc | loss | ensemble |" + (
+                  f" {arch}: acc, loss, ensemble |" if arch else ""),
+              "|---|---|---|---|---|---|---|" + "---|" * bool(arch)]
     for r in results:
         for p in r["points"]:
             lines.append(f"| {r['label']} | {p['train_seconds']:.0f} | {p['step']} | "
                          f"{p['train_loss']:.4f} | {p['acc_mean']:.3f} ± {p['acc_std']:.3f} | "
-                         f"{p['loss_mean']:.3f} | {p['ensemble_acc']:.3f} |")
+                         f"{p['loss_mean']:.3f} | {p['ensemble_acc']:.3f} |{tr_cell(p)}")
     return "\n".join(lines) + "\n"
 
 
@@ -379,6 +438,12 @@ def main(argv=None) -> None:
     for label, ov in variants:
         cfg = apply_overrides(base, {k: v for k, v in ov.items() if k != "budget"})
         configs.append((label, ov, cfg, float(ov.get("budget", args.budget))))
+    if args.save_runs:
+        taken = [label for label, *_ in configs
+                 if os.path.exists(os.path.join(args.save_runs, label, "config.json"))]
+        if taken:
+            raise SystemExit(f"error: --save_runs {args.save_runs} already holds runs "
+                             f"{taken}; choose another directory")
     ctx = build_context(base, args)
     results = []
     out = args.out or os.path.join("docs", "learning", f"{args.task}_{args.flow}")
@@ -387,6 +452,10 @@ def main(argv=None) -> None:
         result["overrides"] = ov
         results.append(result)
         sampling_lib.save_samples_npz(f"{out}_samples_{label}.npz", params)
+        if result.get("transfer_params"):
+            sampling_lib.save_samples_npz(
+                f"{out}_samples_{label}_{args.transfer_arch}.npz",
+                result.pop("transfer_params"))
         payload = {"task": args.task, "flow": args.flow, "size": args.size,
                    "budget": args.budget, "eval_every": args.eval_every, "num": args.num,
                    "thesis_acc": THESIS_ACC[args.task], "target": ctx.target,
@@ -399,6 +468,12 @@ def main(argv=None) -> None:
     curves = {r["label"]: ([p["train_seconds"] for p in r["points"]],
                            [p["acc_mean"] for p in r["points"]],
                            [p["acc_std"] for p in r["points"]]) for r in results}
+    for r in results:
+        pts = [p for p in r["points"] if p.get("transfer")]
+        if pts:
+            curves[f"{r['label']} ({args.transfer_arch})"] = (
+                [p["train_seconds"] for p in pts], [p["transfer"]["acc_mean"] for p in pts],
+                [p["transfer"]["acc_std"] for p in pts])
     plots.plot_accuracy_vs_time(
         out + ".png", curves,
         hlines={f"thesis {THESIS_ACC[args.task]:.3f}": THESIS_ACC[args.task],

@@ -63,7 +63,8 @@ from weightflow_jax import zoo as zoo_lib
 __all__ = [
     "TABLES", "KINDS", "VARIANTS", "THESIS", "THESIS_TOLERANCE", "NOT_COPY_FRACTION",
     "GOAL_DEFINITIONS", "TABLE_GOALS", "table_rows", "select_rows", "parse_set",
-    "apply_overrides", "row_config", "row_workdir", "run_row", "zoo_context", "build_table",
+    "apply_overrides", "row_config", "row_workdir", "table_overrides", "TABLE_MODEL",
+    "run_row", "zoo_context", "build_table",
     "render_markdown", "goals", "plot_table", "write_results", "main",
 ]
 
@@ -165,6 +166,10 @@ SPACING_QUERIES = 256      # novelty: checkpoints whose spacing is measured
 EULER_SWEEP = (8, 32, 128, 512)
 GUIDANCE = 0.1
 TRANSFER_ARCH = "784-32-10"
+# A table's own field at the CPU sizes (``--set model.name=...`` still wins): sampling
+# 784-32-10 needs an equivariant field, and neuron_transformer is the one that learned
+# MNIST in CPU-minutes (docs/LEARNING.md). Its flows get their own workdirs.
+TABLE_MODEL = {"arch_transfer": "neuron_transformer"}
 FINETUNE = {"default": dict(epochs=20, networks=16), "cpu": dict(epochs=5, networks=8),
             "test": dict(epochs=1, networks=2)}
 FINETUNE_BATCH = 128
@@ -380,9 +385,22 @@ def row_config(task: str, kind: str, variant: str, size: str = "cpu",
     return apply_overrides(config, overrides)
 
 
-def row_workdir(runs_dir: str, task: str, size: str, kind: str, variant: str) -> str:
-    """``<runs_dir>/<task>_<size>/<kind>_<variant>`` (shared by all tables of ``task``)."""
-    return os.path.join(runs_dir, f"{task}_{size}", f"{kind}_{variant}")
+def row_workdir(runs_dir: str, task: str, size: str, kind: str, variant: str,
+                model: str | None = None) -> str:
+    """``<runs_dir>/<task>_<size>/<kind>_<variant>`` (shared by all tables of ``task``);
+    ``..._<model>`` for a table whose field is not the config's (:data:`TABLE_MODEL`)."""
+    return os.path.join(runs_dir, f"{task}_{size}",
+                        f"{kind}_{variant}" + (f"_{model}" if model else ""))
+
+
+def table_overrides(name: str, size: str, overrides: Sequence[tuple[str, Any]]
+                    ) -> tuple[list[tuple[str, Any]], str | None]:
+    """``overrides`` with table ``name``'s own field first (at the ``cpu``/``test`` sizes,
+    unless the overrides name a field), and that field's name (``None``: the config's)."""
+    model = TABLE_MODEL.get(name) if size in ("cpu", "test") else None
+    if model is None or any(k == "model.name" for k, _ in overrides):
+        return list(overrides), None
+    return [("model.name", model)] + list(overrides), model
 
 
 # ------------------------------------------------------------------- flow training
@@ -597,12 +615,13 @@ class _Ctx:
     rows: list[str]
     train_fn: TrainFn | None
     progress: bool
+    model: str | None = None  # the table's own field (TABLE_MODEL), None: the config's
 
     def config(self, task: str, kind: str, variant: str) -> ml_collections.ConfigDict:
         return row_config(task, kind, variant, self.size, self.overrides)
 
     def workdir(self, task: str, kind: str, variant: str) -> str:
-        return row_workdir(self.runs_dir, task, self.size, kind, variant)
+        return row_workdir(self.runs_dir, task, self.size, kind, variant, self.model)
 
     def flow(self, task: str, kind: str, variant: str) -> dict[str, Any]:
         return run_row(self.config(task, kind, variant), self.workdir(task, kind, variant),
@@ -893,12 +912,13 @@ def build_table(name: str, *, size: str = "cpu", runs_dir: str = "runs/tables",
     if size not in ("default", "cpu", "test"):
         raise ValueError(f"unknown size {size!r}; choose one of default, cpu, test")
     selected = select_rows(name, rows)
-    overrides = _standard_overrides(steps, num, sample_steps, seed, sets)
+    overrides, model = table_overrides(
+        name, size, _standard_overrides(steps, num, sample_steps, seed, sets))
     task = "breast_cancer" if name == "breast_cancer" else "mnist"
     row_config(task, "geometric", "aligned_ot", size, overrides)  # validates overrides now
     t0 = time.time()
     c = _Ctx(name, size, overrides, runs_dir, results_dir, int(seed), selected, train_fn,
-             progress)
+             progress, model)
     print(f"[{name}] size {size}, rows {', '.join(selected)}", flush=True)
     if name in ("breast_cancer", "mnist"):
         table_rows_, extras = _build_flows_table(c, task)
@@ -1057,6 +1077,16 @@ def _results_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return evaluation.markdown_table(["method"] + keep, body)
 
 
+def _lock_line(lock: Mapping[str, Any] | None) -> str:
+    """How a results file names the package lock (``pipeline.lock_file_info``)."""
+    if not lock:
+        return "no lock file found (not run from a source checkout)"
+    drift = lock.get("mismatches") or []
+    state = ("installed versions match it" if not drift else
+             f"{len(drift)} installed version(s) differ: {'; '.join(drift[:5])}")
+    return f"`{lock['name']}` (sha256 `{lock['sha256']}`), {state}"
+
+
 def render_markdown(table: Mapping[str, Any]) -> str:
     """The ``results/<table>.md`` text of a table dict (see :func:`build_table`)."""
     hw = table["hardware"]
@@ -1070,6 +1100,7 @@ def render_markdown(table: Mapping[str, Any]) -> str:
         f"- hardware: backend `{hw.get('backend')}`, {len(hw.get('devices', []))} device(s) "
         f"{', '.join(hw.get('devices', []))}; {hw.get('cpu_count')} CPUs; "
         f"{hw.get('platform')}; Python {hw.get('python')}, JAX {hw.get('jax')}",
+        "- packages: " + _lock_line(hw.get("lock_file")),
         f"- git commit: `{table.get('git_commit') or 'unknown'}`",
         f"- date: {table['date']}; total wall time of this command: "
         f"{table.get('wall_seconds', float('nan')):.0f} s",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import bench_learning
+from weightflow_jax import pipeline
 
 
 def test_bench_learning_writes_table_plot_and_samples(tmp_path):
@@ -30,6 +31,33 @@ def test_bench_learning_writes_table_plot_and_samples(tmp_path):
     assert os.path.getsize(out + ".png") > 1000
     with np.load(out + "_samples_mlp.npz") as f:
         assert f["W0"].shape == (4, 16, 30)
+
+
+def test_bench_learning_transfer_curve_and_saved_runs(tmp_path):
+    """--transfer_arch evaluates another hidden width at every evaluation (equivariant fields
+    only); --save_runs leaves a run that load_flow / experiments.sample open."""
+    out, runs = str(tmp_path / "bl"), str(tmp_path / "runs")
+    argv = ["--task", "breast_cancer", "--size", "test", "--budget", "1", "--eval_every",
+            "0.5", "--num", "4", "--sample_steps", "2", "--no-novelty", "--zoo_dir",
+            str(tmp_path / "zoo"), "--out", out, "--transfer_arch", "30-24-8-2",
+            "--save_runs", runs,
+            "--variant", "nt|model.name=neuron_transformer", "--variant", "mlp|model.name=mlp"]
+    bench_learning.main(argv)
+    payload = json.load(open(out + ".json"))
+    nt, flat = payload["results"]
+    assert all(0.0 <= p["transfer"]["acc_mean"] <= 1.0 for p in nt["points"])
+    assert all("transfer" not in p for p in flat["points"])
+    text = open(out + ".md").read()
+    assert "30-24-8-2 samples (final)" in text and "— (field not equivariant)" in text
+    with np.load(out + "_samples_nt_30-24-8-2.npz") as f:
+        assert f["W0"].shape == (4, 24, 30) and f["W1"].shape == (4, 8, 24)
+    run = pipeline.load_flow(os.path.join(runs, "nt"))
+    assert str(run.config.model.name) == "neuron_transformer"
+    res = pipeline.sample_and_evaluate(run, str(tmp_path / "s"), num=2, steps=2,
+                                       arch="30-24-8-2")
+    assert 0.0 <= res["samples"]["acc_mean"] <= 1.0
+    with pytest.raises(SystemExit, match="already holds runs"):
+        bench_learning.main(argv)
 
 
 def test_bench_learning_bad_variant_is_a_clear_error():

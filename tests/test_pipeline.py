@@ -128,6 +128,7 @@ def test_train_command_end_to_end(tmp_path):
     assert ev["train"]["final_step"] == config.train.steps
     assert ev["samples"]["ensemble_sizes"][-1] == config.sample.num
     assert 0.0 <= ev["samples"]["diversity_jsd"] <= np.log(2)
+    assert ev["hardware"]["lock_file"]["name"] == pipeline.LOCK_FILE  # names the package lock
     # Sampling a finished run reopens it from its checkpoint, also for other hidden widths.
     run = pipeline.load_flow(workdir)
     assert run.space == flows.FlowSpace("geometric", (30, 16, 16, 2))

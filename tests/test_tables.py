@@ -185,6 +185,18 @@ def test_bad_table_rows_and_set_raise_clear_errors(tmp_path):
     assert not os.path.exists(tmp_path / "r") and not os.path.exists(tmp_path / "o")
 
 
+def test_arch_transfer_table_uses_an_equivariant_field_unless_told_otherwise():
+    ov, model = tables.table_overrides("arch_transfer", "cpu", [("train.steps", 5)])
+    assert model == "neuron_transformer" and ov[0] == ("model.name", "neuron_transformer")
+    cfg = tables.row_config("mnist", "geometric", "aligned_ot", "cpu", ov)
+    assert cfg.model.name == "neuron_transformer" and cfg.train.steps == 5
+    # An explicit field wins; the thesis size keeps the thesis's rt; other tables keep theirs.
+    assert tables.table_overrides("arch_transfer", "cpu", [("model.name", "rt")]) == (
+        [("model.name", "rt")], None)
+    assert tables.table_overrides("arch_transfer", "default", []) == ([], None)
+    assert tables.table_overrides("mnist", "cpu", []) == ([], None)
+
+
 def test_row_config_variants_and_typed_overrides():
     base = tables.row_config("mnist", "geometric", "aligned_ot", "test")
     cfg = tables.row_config("breast_cancer", "euclidean", "plain", "test",
@@ -205,6 +217,9 @@ def test_row_config_variants_and_typed_overrides():
         tables.row_config("mnist", "geometric", "ot", "test")
     assert tables.row_workdir("runs/tables", "mnist", "cpu", "geometric", "aligned_ot") == \
         os.path.join("runs/tables", "mnist_cpu", "geometric_aligned_ot")
+    assert tables.row_workdir("r", "mnist", "cpu", "geometric", "aligned_ot",
+                              "neuron_transformer") == os.path.join(
+        "r", "mnist_cpu", "geometric_aligned_ot_neuron_transformer")
     assert tables.select_rows("arch_transfer", " geometric_guided , euclidean_unguided") == [
         "euclidean_unguided", "geometric_guided"]
     assert len(tables.select_rows("breast_cancer", None)) == 12

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import importlib.metadata
 import os
+from pathlib import Path
 import platform
 import time
 from typing import Any
@@ -35,7 +38,8 @@ from weightflow_jax.symmetry import Canonical
 
 __all__ = ["FlowRun", "default_workdir", "prepare_data", "build_flow", "make_loss_fn",
            "make_batch_fn", "train_flow", "train_and_evaluate", "load_flow", "flow_space_for",
-           "sample_networks", "evaluate_networks", "sample_and_evaluate"]
+           "sample_networks", "evaluate_networks", "sample_and_evaluate", "lock_file_info",
+           "LOCK_FILE"]
 
 
 @dataclasses.dataclass
@@ -416,10 +420,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     return result
 
 
+LOCK_FILE = "requirements-lock.txt"
+
+
+def _locked_versions(text: str) -> dict[str, str]:
+    """``name -> version`` of the ``name==version`` lines of a pip requirements text."""
+    out = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line and not line.startswith("-"):
+            name, version = line.split("==", 1)
+            out[name.strip()] = version.split(";", 1)[0].strip()
+    return out
+
+
+def lock_file_info(root: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The package lock file results were produced with: its name, sha256 and drift.
+
+    Args:
+      root: directory holding :data:`LOCK_FILE`; default the source checkout this package
+        is imported from (the directory above ``weightflow_jax/``).
+    Returns:
+      ``{"name": "requirements-lock.txt", "sha256": <hex of its bytes>, "mismatches":
+      [...]}``, where ``mismatches`` lists ``"name: locked X, installed Y"`` for every
+      locked package whose installed version differs (``installed`` is ``None`` when it
+      is missing); an empty list means this environment is the locked one. ``None`` when
+      the file is absent or unreadable (e.g. an installed wheel, which carries no lock
+      file).
+    """
+    base = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    try:
+        data = (base / LOCK_FILE).read_bytes()
+    except OSError:
+        return None
+    mismatches = []
+    for name, locked in sorted(_locked_versions(data.decode("utf-8", "replace")).items()):
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != locked:
+            mismatches.append(f"{name}: locked {locked}, installed {installed}")
+    return {"name": LOCK_FILE, "sha256": hashlib.sha256(data).hexdigest(),
+            "mismatches": mismatches}
+
+
 def _hardware() -> dict[str, Any]:
+    """Where results were produced; ``lock_file`` names the package lock (see
+    :func:`lock_file_info`; ``None`` outside a source checkout)."""
     return {"platform": platform.platform(), "python": platform.python_version(),
             "jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count()}
+            "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(),
+            "lock_file": lock_file_info()}
 
 
 def _report(config, r) -> str:

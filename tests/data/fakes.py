@@ -77,8 +77,21 @@ def write_tgz(path: Path, members: dict[str, bytes]) -> None:
 
 
 def fashion_per_class(seed: int = 1) -> list[np.ndarray]:
+    """Ten classes of FASHION_PER_CLASS random images, with duplicates like the real package.
+
+    Planted (see FASHION_DUPLICATES): class 2 holds a byte-identical pair, and class 6
+    holds a copy of a class-0 image (one image with two labels, as in the npm package).
+    """
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (FASHION_PER_CLASS, 784), dtype=np.uint8) for _ in range(10)]
+    per_class = [rng.integers(0, 256, (FASHION_PER_CLASS, 784), dtype=np.uint8)
+                 for _ in range(10)]
+    for (c_from, i_from), (c_to, i_to) in FASHION_DUPLICATES:
+        per_class[c_to][i_to] = per_class[c_from][i_from]
+    return per_class
+
+
+# ((class, row) copied -> (class, row) overwritten) in fashion_per_class.
+FASHION_DUPLICATES = (((2, 0), (2, 5)), ((0, 3), (6, 1)))
 
 
 def fashion_json(x: np.ndarray, empties_at: tuple[int, ...] = ()) -> bytes:

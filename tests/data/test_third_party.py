@@ -37,3 +37,9 @@ def test_content_pins_match_third_party():
                 assert rec[f"{name}/{kind}/{key}"][0] == digest
                 n += 1
     assert n == 8
+
+
+def test_breast_cancer_thesis_index_pins_match_third_party():
+    rec = _records()
+    for split, digest in core.BREAST_CANCER_THESIS_INDEX_PINS.items():
+        assert rec[f"breast_cancer_thesis/indices/{split}"][0] == digest

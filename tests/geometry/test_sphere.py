@@ -193,6 +193,30 @@ def test_normalize_zero_tiny_and_huge():
     np.testing.assert_allclose(_np(normalize(np.array([0.0, 2.0, 0.0], np.float32))), [0, 1, 0])
 
 
+def test_normalize_and_exp_gradients_are_exact_and_do_not_depend_on_the_max_entry():
+    """normalize / exp use a max-abs scale that is a constant for differentiation (x/|x|
+    and |v| do not depend on it): the Jacobian of normalize is (I - u u^T) / |x| also at
+    ties of the largest entry, and the same under jit. (Through max's own VJP, which divides
+    by the count of entries equal to the maximum, a jitted train step got NaN gradients when
+    XLA recomputed |x| in the backward pass with another rounding.)"""
+    for x in (np.array([1.0, -1.0, 1.0, 0.5], np.float32),  # ties of the max-abs entry
+              np.array([0.3, -2.0, 0.7, 0.1], np.float32)):
+        u = x / np.linalg.norm(x)
+        want = (np.eye(4) - np.outer(u, u)) / np.linalg.norm(x)
+        for jac in (jax.jacrev(S.normalize), jax.jit(jax.jacrev(S.normalize))):
+            np.testing.assert_allclose(_np(jac(jnp.asarray(x))), want, atol=1e-6)
+    x = np.array([1.0, 0.0, 0.0], np.float32)
+    v = np.array([0.0, 0.5, -0.5], np.float32)
+    g = jax.jit(jax.grad(lambda v: jnp.sum(S.exp(jnp.asarray(x), v) * jnp.arange(3.0))))(v)
+    # By hand: y = cos r x + sin r v / r (unit), exp = normalize(y), Jacobian (I - y y^T) J_y.
+    r = np.linalg.norm(v)
+    y = np.cos(r) * x + np.sin(r) * v / r
+    a = np.arange(3.0) - (y @ np.arange(3.0)) * y
+    want = (-np.sin(r) * (x @ a) * v / r + np.sin(r) / r * a
+            + (np.cos(r) / r - np.sin(r) / r**2) * (v @ a) * v / r)
+    np.testing.assert_allclose(_np(g), want, atol=1e-5)
+
+
 @jax.jit
 def _antipodal_cases(x):
     v = S.log(x, -x)

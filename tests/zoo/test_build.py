@@ -234,3 +234,25 @@ def test_make_zoo_cli(tmp_path):
     bad = subprocess.run(cmd + ["--config.zoo.num_runz=3"], cwd=root, capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode != 0 and "num_runz" in bad.stderr
+
+
+def test_zoo_on_the_thesis_breast_cancer_split(tmp_path):
+    """``--config.zoo.dataset=breast_cancer_thesis`` trains on the thesis's 455 rows."""
+    from weightflow_jax import data
+
+    c = presets.zoo_config("breast_cancer", "test")
+    c.dir = str(tmp_path / "zoo")
+    c.num_runs, c.num_epochs, c.burn_in_epochs = 2, 1, 0
+    base_path = build.build_zoo(c, progress=False)
+    c.dataset = "breast_cancer_thesis"
+    with pytest.raises(ValueError, match="another config or data"):
+        build.build_zoo(c, progress=False)  # never reuses the zoo of the other split
+    c.dir = str(tmp_path / "zoo_thesis")
+    zoo = store.load_zoo(build.build_zoo(c, progress=False))
+    assert zoo.meta["dataset"] == "breast_cancer_thesis" and base_path != c.dir
+    assert zoo.meta["steps_per_epoch"] == 455 // c.batch_size
+    info = data.info(c.dataset)  # what pipeline.sample_and_evaluate checks
+    assert (info.input_dim, info.num_classes) == (30, 2) == (zoo.layer_sizes[0],
+                                                              zoo.layer_sizes[-1])
+    loaded = build.load_data(c)
+    assert len(loaded.y_train) == 455 and len(loaded.y_test) == 57

@@ -5,6 +5,7 @@ Example::
     from weightflow_jax import data
     x, y = data.load("mnist", "train")   # float32 (60000, 784) in [0, 1], int32 (60000,)
     data.info("breast_cancer").input_dim  # 30
+    x, y = data.load("breast_cancer_thesis", "validation")  # the thesis's split: 57 rows
 
 Sources for the image sets, tried in order unless ``load(..., source=...)`` names one:
 

@@ -9,7 +9,9 @@ Layout of a cache directory (``$WEIGHTFLOW_DATA``, default ``~/.cache/weightflow
     <dir>/downloads/            optional: package archives placed by hand (see sources)
 
 A cache file is used only when its SHA-256 equals the one in its sidecar (and, where the
-loader pins the array contents, when those match too). Anything else is reported, deleted
+loader pins the array contents, when those match too), and when the split kind its sidecar
+records is one the loader still builds (a retired kind such as Fashion-MNIST's
+``stratified-v1`` is never reused). Anything else is reported, deleted
 and treated as missing, so the loader refetches it. Files are written to a temporary
 name in the same directory, flushed to disk and moved into place with ``os.replace``; an
 interrupted write leaves at most a stray ``.*.tmp`` file, never a partial ``.npz``.
@@ -17,6 +19,7 @@ interrupted write leaves at most a stray ``.*.tmp`` file, never a partial ``.npz
 
 from __future__ import annotations
 
+from collections.abc import Collection
 import contextlib
 import json
 import logging
@@ -127,19 +130,23 @@ def _discard(npz: Path, side: Path, reason: str) -> None:
 
 
 def load_verified(data_dir: Path, name: str,
-                  pins: dict[str, dict[str, str]] | None = None) -> RawData:
+                  pins: dict[str, dict[str, str]] | None = None, *,
+                  kinds: Collection[str] | None = None) -> RawData:
     """Load the cache file of ``name`` if, and only if, it passes every check.
 
     Checks: the sidecar exists and names this data set and format; the file's SHA-256 and
-    size equal the sidecar's; the arrays have the cache layout (uint8 images ``(n, 784)``,
-    uint8 labels ``(n,)``, no pickled objects); and, when ``pins`` has an entry for the
-    sidecar's split kind, each array's content hash equals the pinned one. A file that
-    exists but fails a check is deleted (with its sidecar) before the error is raised.
+    size equal the sidecar's; when ``kinds`` is given, the sidecar's split kind is one of
+    them; the arrays have the cache layout (uint8 images ``(n, 784)``, uint8 labels
+    ``(n,)``, no pickled objects); and, when ``pins`` has an entry for the sidecar's split
+    kind, each array's content hash equals the pinned one. A file that exists but fails a
+    check is deleted (with its sidecar) before the error is raised.
 
     Args:
       data_dir: cache directory.
       name: data set name.
       pins: split kind -> {array name -> sha256 of its bytes}, or None.
+      kinds: the split kinds accepted (e.g. ``("official", "stratified-v2")``), or None
+        for any.
     Returns:
       the cached :class:`RawData`.
     Raises:
@@ -156,6 +163,11 @@ def load_verified(data_dir: Path, name: str,
         _discard(npz, side, f"sidecar format/dataset {meta.get('format')}/"
                             f"{meta.get('dataset')} != {CACHE_FORMAT}/{name}")
         raise CacheError(f"{npz}: sidecar from another format or data set; deleted")
+    if kinds is not None and meta.get("split") not in kinds:
+        _discard(npz, side, f"it holds split kind {meta.get('split')!r}, which this version "
+                            f"no longer builds (accepted: {', '.join(kinds)})")
+        raise CacheError(f"{npz}: outdated split kind {meta.get('split')!r} (accepted: "
+                         f"{', '.join(kinds)}); deleted, it will be refetched")
     got = sha256_file(npz)
     if got != meta.get("sha256"):
         _discard(npz, side, f"sha256 {got} != recorded {meta.get('sha256')}")

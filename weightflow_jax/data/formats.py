@@ -11,6 +11,8 @@ original IDX files) and labels as ``uint8`` arrays of shape ``(n,)``.
 * :func:`stratified_split` / :func:`hash_order` give splits that depend on nothing but the
   indices and a text tag (SHA-256 based, so they are identical on every platform and for
   every numpy version).
+* :func:`duplicate_groups` / :func:`grouped_stratified_split` do the same while keeping
+  every group of byte-identical rows on one side (no test row also occurs in train).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ __all__ = [
     "parse_class_json",
     "hash_order",
     "stratified_split",
+    "duplicate_groups",
+    "grouped_stratified_split",
     "sha256_array",
 ]
 
@@ -325,3 +329,100 @@ def stratified_split(
         return idx[hash_order(f"{tag}/order", idx.tolist())].astype(np.int64)
 
     return interleave(train), interleave(test)
+
+
+def duplicate_groups(x: np.ndarray) -> np.ndarray:
+    """Group the rows of ``x`` that are byte-identical.
+
+    Rows are compared by their exact bytes (not by a hash, so there are no collisions).
+
+    Args:
+      x: array ``(n, ...)``; row ``i`` is ``x[i]``.
+    Returns:
+      int64 array ``(n,)``: for every row, the lowest index of a row with the same bytes
+      (so ``groups[i] == i`` exactly for the first copy of every distinct row).
+    Raises:
+      ValueError: ``x`` has no row axis.
+    """
+    x = np.ascontiguousarray(x)
+    if x.ndim < 1:
+        raise ValueError(f"x must have a row axis, got shape {x.shape}")
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros(0, np.int64)
+    rows = x.reshape(n, -1).view(np.uint8).reshape(n, -1)
+    keys = rows.view(np.dtype((np.void, rows.shape[1]))).ravel() if rows.shape[1] else (
+        np.zeros(n, np.int64))
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first[inverse.ravel()].astype(np.int64)
+
+
+def grouped_stratified_split(
+    labels: np.ndarray, groups: np.ndarray, test_fraction: float, tag: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified train/test split that never separates a group.
+
+    Every group (the rows sharing a value of ``groups``, e.g. byte-identical images from
+    :func:`duplicate_groups`) lands entirely in train or entirely in test:
+
+    1. A group whose rows carry more than one label goes to train.
+    2. For every class ``c`` with ``n_c`` rows (counting rows of such mixed groups), the
+       quota is ``round(n_c * test_fraction)`` test rows. The class's other groups are
+       visited in the order of ``sha256(f"{tag}/c{c}/{g}")``, ``g`` the group's lowest row
+       index; a group goes to test when its size fits in what is left of the quota, and
+       the visit stops when the quota is filled. The quota is met exactly whenever the
+       groups allow it (always when enough single rows remain); otherwise the class gets
+       the largest amount the greedy visit reaches, never more than the quota.
+    3. Each split is put in the order of ``sha256(f"{tag}/order/{i}")`` (classes
+       interleaved), as in :func:`stratified_split`.
+
+    Without groups of more than one row this is exactly :func:`stratified_split` with the
+    same tag.
+
+    Args:
+      labels: integer array ``(n,)``.
+      groups: integer array ``(n,)``; rows with equal values form a group.
+      test_fraction: in ``(0, 1)``.
+      tag: names the dataset, split version and seed; different tags give different splits.
+    Returns:
+      ``(train_idx, test_idx)``: int64 index arrays, disjoint, covering ``range(n)``.
+    Raises:
+      ValueError: shapes differ or are not 1-D, or ``test_fraction`` is outside ``(0, 1)``.
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups)
+    if labels.ndim != 1 or groups.shape != labels.shape:
+        raise ValueError(f"labels and groups must be 1-D of one length, got shapes "
+                         f"{labels.shape} and {groups.shape}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n = labels.shape[0]
+    _, inverse = np.unique(groups, return_inverse=True)
+    inverse = inverse.ravel()
+    n_groups = int(inverse.max()) + 1 if n else 0
+    lab = labels.astype(np.int64)
+    lo = np.full(n_groups, np.iinfo(np.int64).max)
+    hi = np.full(n_groups, np.iinfo(np.int64).min)
+    first = np.full(n_groups, n, np.int64)
+    np.minimum.at(lo, inverse, lab)
+    np.maximum.at(hi, inverse, lab)
+    np.minimum.at(first, inverse, np.arange(n, dtype=np.int64))
+    size = np.bincount(inverse, minlength=n_groups)
+    pure = lo == hi
+    to_test = np.zeros(n_groups, bool)
+    for c in np.unique(lab):
+        quota = int(round(int(np.count_nonzero(lab == c)) * test_fraction))
+        candidates = np.flatnonzero(pure & (lo == c))
+        order = candidates[hash_order(f"{tag}/c{c}", first[candidates].tolist())]
+        for g in order:
+            if quota == 0:
+                break
+            if size[g] <= quota:
+                to_test[g] = True
+                quota -= int(size[g])
+
+    def ordered(idx: np.ndarray) -> np.ndarray:
+        return idx[hash_order(f"{tag}/order", idx.tolist())].astype(np.int64)
+
+    is_test = to_test[inverse]
+    return ordered(np.flatnonzero(~is_test)), ordered(np.flatnonzero(is_test))

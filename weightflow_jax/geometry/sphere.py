@@ -91,7 +91,12 @@ def normalize(x: Array, eps: float = 1e-30) -> jax.Array:
       ``(..., n)`` array of unit vectors, same dtype as ``x``.
     """
     x = _float(x)
-    m = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    # The scale is a constant for differentiation: x / |x| does not depend on it, so the
+    # gradient is exact, and the VJP of ``max`` (which divides by the number of entries equal
+    # to the maximum) is never taken. Under jit, XLA may recompute ``|x|`` in the backward
+    # pass with another rounding (e.g. a contracted multiply-add), so that no entry equals
+    # the forward maximum: that count is then 0 and the gradient NaN.
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=-1, keepdims=True))
     nonzero = m > eps
     scaled = jnp.where(nonzero, x / jnp.where(nonzero, m, 1.0), _e0(x))
     # |scaled| >= 1 in both branches, so the square root and the division are safe.
@@ -143,7 +148,9 @@ def exp(x: Array, v: Array) -> jax.Array:
     sq = jnp.sum(v * v, axis=-1, keepdims=True)
     small = sq < _EXP_SMALL**2
     # |v| for the large branch via max-abs scaling, so huge vectors do not overflow.
-    m = jnp.where(small, 1.0, jnp.max(jnp.abs(v), axis=-1, keepdims=True))
+    # A constant scale for differentiation (``r = m |v / m|`` for any m), see normalize.
+    m = jnp.where(small, 1.0,
+                  jax.lax.stop_gradient(jnp.max(jnp.abs(v), axis=-1, keepdims=True)))
     vm = v / m
     r = m * jnp.sqrt(jnp.where(small, 1.0, jnp.sum(vm * vm, axis=-1, keepdims=True)))
     cos_r = jnp.where(small, 1.0 - sq / 2.0 + sq * sq / 24.0, jnp.cos(r))

@@ -5,8 +5,10 @@
   (:mod:`.registry`).
 * ``rt`` (:mod:`.rt`) — the thesis's relational transformer over the full neural graph
   (:class:`VectorField`); ``compact_rt`` (:mod:`.compact_rt`) — the same layers on the
-  compact graph without input-neuron nodes; ``mlp`` (:mod:`.flat_mlp`) — a residual MLP over
-  the flattened, standardized coordinates.
+  compact graph without input-neuron nodes; ``neuron_transformer``
+  (:mod:`.neuron_transformer`) — a wide transformer over hidden-neuron tokens (equivariant,
+  runs on other hidden widths); ``mlp`` (:mod:`.flat_mlp`) — a residual MLP over the
+  flattened, standardized coordinates.
 * :class:`Standardizer` — per-layer / per-coordinate feature standardization.
 * :class:`RTLayer` — one relational-transformer layer (sparse and dense evaluation).
 """

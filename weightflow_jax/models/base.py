@@ -37,7 +37,7 @@ import numpy as np
 from weightflow_jax import mlp
 from weightflow_jax.symmetry import Canonical
 
-__all__ = ["CoordSpec", "Field", "Standardizer", "STANDARDIZE_MODES", "fourier_features",
+__all__ = ["CoordSpec", "Field", "ModuleField", "Standardizer", "STANDARDIZE_MODES", "fourier_features",
            "graph_stats_mode", "zero_coords"]
 
 STANDARDIZE_MODES = ("none", "per_layer", "per_coordinate")
@@ -318,8 +318,8 @@ class Field:
             raise ValueError(
                 f"field {self.name!r} is not permutation-equivariant: it only runs on the "
                 f"architecture it was trained on, {mlp.format_arch(base)}, not "
-                f"{mlp.format_arch(sizes)}; train an equivariant field (model.name=rt or "
-                "compact_rt) to sample other hidden widths")
+                f"{mlp.format_arch(sizes)}; train an equivariant field (model.name="
+                "neuron_transformer, compact_rt or rt) to sample other hidden widths")
         depth = len(sizes) - 2
         if self.max_hidden_layers is not None and depth > self.max_hidden_layers:
             raise ValueError(
@@ -335,3 +335,29 @@ class Field:
     def _times(self, x: Canonical, t: jax.Array) -> jax.Array:
         n = x.layers[0][0].shape[0]
         return jnp.broadcast_to(jnp.asarray(t, jnp.float32), (n,))
+
+
+class ModuleField(Field):
+    """A field that is one flax module on standardized coordinates (the graph fields).
+
+    ``module.apply(variables, z, t)`` maps a standardized batch ``z`` (a ``Canonical``) and
+    times to a standardized prediction of the same structure; with ``input_skip`` the
+    prediction is ``z + out``. Outputs are de-standardized (see :class:`Standardizer`).
+    """
+
+    def __init__(self, spec: CoordSpec, stats: Standardizer, module: Any, input_skip: bool):
+        super().__init__(spec, stats)
+        self.module = module
+        self.input_skip = input_skip
+
+    def init(self, key: jax.Array) -> Any:
+        x = zero_coords(self.spec.sizes, self.spec.has_scale)
+        return jax.jit(lambda k: self.module.init(k, x, jnp.zeros((1,), jnp.float32)))(key)
+
+    def apply(self, variables: Any, x: Canonical, t: jax.Array) -> Canonical:
+        t = self._times(x, t)
+        z = self.stats.forward(x)
+        out = self.module.apply(variables, z, t)
+        if self.input_skip:
+            out = jax.tree.map(jnp.add, z, out)
+        return self.stats.inverse(out, offset=self.spec.output_offset)

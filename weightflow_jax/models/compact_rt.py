@@ -34,7 +34,6 @@ embeddings; ``0`` = the training depth).
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -43,8 +42,8 @@ import ml_collections
 import numpy as np
 
 from weightflow_jax import mlp
-from weightflow_jax.models.base import (GRAPH_STANDARDIZE, CoordSpec, Field, Standardizer,
-                                        fourier_features, graph_stats_mode, zero_coords)
+from weightflow_jax.models.base import (GRAPH_STANDARDIZE, CoordSpec, ModuleField,
+                                        Standardizer, fourier_features, graph_stats_mode)
 from weightflow_jax.models.vector_field import (EMBED_STD, _scan_blocks, _SparseBlock,
                                                 sinusoidal_embedding)
 from weightflow_jax.symmetry import Canonical
@@ -200,7 +199,7 @@ class CompactRT(nn.Module):
         return Canonical(layers, scale)
 
 
-class CompactRTField(Field):
+class CompactRTField(ModuleField):
     """:class:`CompactRT` with per-layer standardization, as a field on coordinates."""
 
     name = "compact_rt"
@@ -208,22 +207,8 @@ class CompactRTField(Field):
 
     def __init__(self, spec: CoordSpec, stats: Standardizer, module: CompactRT,
                  input_skip: bool):
-        super().__init__(spec, stats)
-        self.module = module
+        super().__init__(spec, stats, module, input_skip)
         self.max_hidden_layers = module.max_hidden_layers
-        self.input_skip = input_skip
-
-    def init(self, key: jax.Array) -> Any:
-        x = zero_coords(self.spec.sizes, self.spec.has_scale)
-        return jax.jit(lambda k: self.module.init(k, x, jnp.zeros((1,), jnp.float32)))(key)
-
-    def apply(self, variables: Any, x: Canonical, t: jax.Array) -> Canonical:
-        t = self._times(x, t)
-        z = self.stats.forward(x)
-        out = self.module.apply(variables, z, t)
-        if self.input_skip:
-            out = jax.tree.map(jnp.add, z, out)
-        return self.stats.inverse(out, offset=self.spec.output_offset)
 
 
 stats_mode = graph_stats_mode

@@ -12,7 +12,7 @@ import types
 
 import ml_collections
 
-from weightflow_jax.models import compact_rt, flat_mlp, rt
+from weightflow_jax.models import compact_rt, flat_mlp, neuron_transformer, rt
 from weightflow_jax.models.base import CoordSpec, Field, Standardizer
 
 __all__ = ["MODELS", "get_module", "default_model_config", "build_field", "stats_mode"]
@@ -21,6 +21,7 @@ MODELS: dict[str, types.ModuleType] = {
     "rt": rt,
     "compact_rt": compact_rt,
     "mlp": flat_mlp,
+    "neuron_transformer": neuron_transformer,
 }
 
 

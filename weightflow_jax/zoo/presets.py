@@ -5,7 +5,11 @@ embed it as ``config.zoo`` so that ``python -m experiments.make_zoo --config=...
 flow-training command build exactly the same zoo. Fields (all overridable from the
 command line, e.g. ``--config.zoo.num_runs=8``):
 
-* ``task`` / ``dataset``: data set name for :func:`weightflow_jax.data.load`.
+* ``task`` / ``dataset``: data set name for :func:`weightflow_jax.data.load`. ``dataset``
+  may name another split of the task's data: ``--config.zoo.dataset=breast_cancer_thesis``
+  trains the breast-cancer zoo on the thesis's split (455 rows; see
+  :mod:`weightflow_jax.data.core`). Give such a zoo its own ``--config.zoo.dir``: the
+  default directory is named after ``task``, and a zoo of the other split there is refused.
 * ``arch``: layer sizes as a string, e.g. ``"784-10-10"``.
 * ``num_runs``: independent training runs (networks trained at once).
 * ``num_epochs``, ``burn_in_epochs``: epochs trained; the first ``burn_in_epochs`` keep no
