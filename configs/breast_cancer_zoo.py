@@ -3,7 +3,7 @@
 Build::
 
     python -m experiments.make_zoo --config=configs/breast_cancer_zoo.py        # thesis size
-    python -m experiments.make_zoo --config=configs/breast_cancer_zoo.py:cpu    # 32 runs
+    python -m experiments.make_zoo --config=configs/breast_cancer_zoo.py:cpu    # 100 runs, as the thesis
 
 Snapshots should reach about 0.96-0.99 test accuracy (thesis target networks: 0.992).
 """

@@ -3,7 +3,7 @@
 Build::
 
     python -m experiments.make_zoo --config=configs/mnist_zoo.py        # thesis size (~3 GB)
-    python -m experiments.make_zoo --config=configs/mnist_zoo.py:cpu    # 16 runs x 25 epochs
+    python -m experiments.make_zoo --config=configs/mnist_zoo.py:cpu    # 50 runs x 25 epochs, a snapshot every 50 iterations
 
 Snapshots should reach about 0.93 test accuracy (thesis: 0.933 +- 0.009).
 """

@@ -185,7 +185,8 @@ def test_presets_locked_and_sized():
             b.optimizer.name) == ("30-16-16-2", 100, 50, 10, 4, "adam")
     assert b.dir.endswith("breast_cancer_default")
     cpu = presets.zoo_config("mnist", "cpu")
-    assert cpu.num_runs < c.num_runs and cpu.dir.endswith("mnist_cpu")
+    assert cpu.num_runs == c.num_runs and cpu.snapshot_every > c.snapshot_every
+    assert cpu.dir.endswith("mnist_cpu")
     with pytest.raises(AttributeError):
         c.num_run = 3  # misspelt field
     with pytest.raises(AttributeError):
@@ -206,7 +207,7 @@ def test_zoo_root_env(monkeypatch, tmp_path):
 def test_config_files():
     from configs import breast_cancer_zoo, mnist_zoo
     c = mnist_zoo.get_config("cpu")
-    assert c.zoo.arch == "784-10-10" and c.zoo.num_runs == 16
+    assert c.zoo.arch == "784-10-10" and c.zoo.num_runs == 50
     with pytest.raises(AttributeError):
         c.zooo = 1
     assert breast_cancer_zoo.get_config("").zoo.num_runs == 100

@@ -1,0 +1,244 @@
+"""Goals of a results table, computed from its numbers (the table's JSON dict).
+
+Each goal is a small frozen dataclass with a ``definition`` (written into the results file)
+and ``evaluate(table) -> [{"goal", "value", "target", "status"}, ...]``; ``status`` is
+``met``, ``missed``, ``not run`` (a row it needs is not in the table) or ``not meaningful``
+(novelty of networks that do not work). A table's goals are recomputed from its saved JSON by
+:func:`evaluate_goals`, so the file and the numbers cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ThesisRows", "BeatTarget", "RowThreshold", "BestOf", "FinetuneAhead",
+           "NotCopies", "evaluate_goals", "goal_result"]
+
+
+def goal_result(goal: str, value: Any, target: str, ok: bool | None) -> dict[str, Any]:
+    """One goal's entry; ``ok=None`` means the rows it needs were not run."""
+    status = "not run" if ok is None else ("met" if ok else "missed")
+    return {"goal": goal, "value": value, "target": target, "status": status}
+
+
+def _row(table: Mapping[str, Any], key: str) -> dict | None:
+    return next((r for r in table["rows"] if r["key"] == key), None)
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and bool(np.isfinite(float(v)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ThesisRows:
+    """Every row with a thesis accuracy: ours >= thesis - ``tolerance`` (and, with
+    ``loss=True``, our loss <= the thesis's). Rows whose thesis entry has ``goal: False``
+    (e.g. the thesis's chance-level unguided Fashion-MNIST number) or that are comparison
+    rows (``reference: True``) are skipped."""
+
+    tolerance: float = 0.01
+    loss: bool = False
+
+    @property
+    def definition(self) -> str:
+        loss = " and our loss mean <= the thesis's loss mean" if self.loss else ""
+        return (f"match or beat the thesis: 'met' when our accuracy mean >= the thesis's "
+                f"accuracy mean - {self.tolerance:g}{loss} (every row with a thesis number "
+                f"but comparison rows)")
+
+    def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
+        out = []
+        for r in table["rows"]:
+            th = r.get("thesis") or {}
+            acc = th.get("acc")
+            if acc is None or th.get("goal") is False or r.get("reference") \
+                    or r.get("acc_mean") is None:
+                continue
+            need = float(acc[0]) - self.tolerance
+            ok = _finite(r["acc_mean"]) and r["acc_mean"] >= need
+            target = f"accuracy ≥ {acc[0]:.3f} - {self.tolerance:g} = {need:.3f}"
+            value: Any = r["acc_mean"]
+            if self.loss and th.get("loss") is not None:
+                lim = float(th["loss"][0])
+                ok = ok and _finite(r.get("loss_mean")) and r["loss_mean"] <= lim
+                target += f", loss ≤ {lim:.3f}"
+                value = f"acc {r['acc_mean']:.3f}, loss {_fmt(r.get('loss_mean'))}"
+            out.append(goal_result(f"match or beat the thesis: {r['label']}", value, target,
+                                   bool(ok)))
+        return out
+
+
+def _fmt(v: Any) -> str:
+    return "–" if not _finite(v) else f"{float(v):.3f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class BeatTarget:
+    """Each of ``rows``: accuracy mean >= the ``target`` row's (the trained networks) and
+    loss mean <= its loss mean."""
+
+    rows: tuple[str, ...]
+    target: str = "target"
+
+    @property
+    def definition(self) -> str:
+        return ("as good as the trained networks: each flow row's accuracy mean >= the "
+                "target row's (the zoo's final snapshots) and its loss mean <= theirs")
+
+    def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
+        t = _row(table, self.target)
+        out = []
+        for key in self.rows:
+            r = _row(table, key)
+            if r is None:
+                continue
+            name = f"as good as the trained networks: {r['label']}"
+            if t is None:
+                out.append(goal_result(name, None, "needs the target row", None))
+                continue
+            ok = (_finite(r["acc_mean"]) and r["acc_mean"] >= t["acc_mean"]
+                  and _finite(r.get("loss_mean")) and r["loss_mean"] <= t["loss_mean"])
+            out.append(goal_result(
+                name, f"acc {r['acc_mean']:.3f}, loss {_fmt(r.get('loss_mean'))}",
+                f"accuracy ≥ {t['acc_mean']:.3f}, loss ≤ {t['loss_mean']:.3f}", bool(ok)))
+        return out
+
+
+_METRICS = {"acc": ("acc_mean", "accuracy", "≥"), "loss": ("loss_mean", "loss", "≤"),
+            "ensemble": ("ensemble_acc", "ensemble accuracy", "≥")}
+
+
+@dataclasses.dataclass(frozen=True)
+class RowThreshold:
+    """One number of one row against a threshold: ``metric`` is ``acc`` (>=), ``loss``
+    (<=) or ``ensemble`` (>=; with ``ensemble_size``, the ensemble must be that large)."""
+
+    row: str
+    metric: str
+    threshold: float
+    name: str
+    ensemble_size: int | None = None
+
+    @property
+    def definition(self) -> str:
+        field, what, op = _METRICS[self.metric]
+        size = f" of {self.ensemble_size} networks" if self.ensemble_size else ""
+        return f"{self.name}: row `{self.row}` {what}{size} {op} {self.threshold:g}"
+
+    def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
+        field, what, op = _METRICS[self.metric]
+        r = _row(table, self.row)
+        size = f" ({self.ensemble_size} networks)" if self.ensemble_size else ""
+        target = f"{what}{size} {op} {self.threshold:g}"
+        if r is None:
+            return [goal_result(self.name, None, target, None)]
+        v = r.get(field)
+        ok = _finite(v) and (v <= self.threshold if op == "≤" else v >= self.threshold)
+        if self.ensemble_size and int(r.get("ensemble_size") or 0) < self.ensemble_size:
+            ok = False
+            target += f" (this run's ensemble has {r.get('ensemble_size')})"
+        return [goal_result(self.name, v, target, bool(ok))]
+
+
+@dataclasses.dataclass(frozen=True)
+class BestOf:
+    """The best accuracy mean among ``rows`` >= ``threshold``."""
+
+    rows: tuple[str, ...]
+    threshold: float
+    name: str
+
+    @property
+    def definition(self) -> str:
+        return (f"{self.name}: the best accuracy mean of rows {', '.join(self.rows)} >= "
+                f"{self.threshold:g}")
+
+    def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
+        got = [r for r in (_row(table, k) for k in self.rows) if r is not None]
+        best = max((r["acc_mean"] for r in got if _finite(r["acc_mean"])), default=None)
+        return [goal_result(self.name, best, f"accuracy ≥ {self.threshold:g}",
+                            None if not got else bool(best is not None
+                                                      and best >= self.threshold))]
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneAhead:
+    """Training from sampled weights is ahead of random init: at every epoch of
+    ``epochs`` the sampled initialisation's mean test accuracy (over all seeds and
+    networks) is higher than random init's."""
+
+    epochs: tuple[int, ...] = (1, 2, 3)
+    sampled: str = "sampled"
+    random: str = "random init"
+
+    @property
+    def definition(self) -> str:
+        return (f"training from sampled weights ahead of random init: mean test accuracy "
+                f"over seeds and networks higher at epochs {', '.join(map(str, self.epochs))}")
+
+    def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
+        ft = (table.get("extras") or {}).get("finetune")
+        name = "fine-tuning from samples ahead of random init"
+        target = f"higher mean test accuracy at epochs {', '.join(map(str, self.epochs))}"
+        if not ft:
+            return [goal_result(name, None, target, None)]
+        per = ft["per_epoch"]
+        by_epoch = {int(p["epoch"]): p for p in per}
+        missing = [e for e in self.epochs if e not in by_epoch]
+        if missing:
+            return [goal_result(name, f"epochs {missing} not run", target, False)]
+        diffs = [by_epoch[e]["sampled_mean"] - by_epoch[e]["random_mean"] for e in self.epochs]
+        value = ", ".join(f"epoch {e}: {d:+.3f}" for e, d in zip(self.epochs, diffs))
+        return [goal_result(name, value, target, all(d > 0 for d in diffs))]
+
+
+@dataclasses.dataclass(frozen=True)
+class NotCopies:
+    """Samples are not copies of training checkpoints: a flow row's median L2 distance to
+    its nearest aligned checkpoint > ``fraction`` x the median checkpoint spacing. Counted
+    only for rows that work: mean accuracy >= ``works`` x the target row's (else 'not
+    meaningful': networks that do not work are trivially far from every checkpoint)."""
+
+    fraction: float = 0.5
+    works: float = 0.9
+    target: str = "target"
+
+    @property
+    def definition(self) -> str:
+        return (f"samples are not copies: a flow row's median L2 distance to its nearest "
+                f"aligned training checkpoint > {self.fraction:g} x the median checkpoint "
+                f"spacing (distance of a checkpoint to the nearest checkpoint of another "
+                f"training run); counted for rows that work (accuracy mean >= {self.works:g} "
+                f"x the target row's), else 'not meaningful'")
+
+    def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
+        t = _row(table, self.target)
+        out = []
+        for r in table["rows"]:
+            nov = r.get("novelty")
+            if not r.get("is_flow") or not nov:
+                continue
+            name = f"samples are not copies: {r['label']}"
+            target = f"median nearest / median spacing > {self.fraction:g}"
+            med, sp = nov.get("l2_median"), nov.get("l2_spacing_median")
+            if med is None or sp is None:
+                out.append(goal_result(name, nov.get("error"), target, None))
+                continue
+            g = goal_result(name, med / sp, target, bool(med > self.fraction * sp))
+            if t is not None and g["status"] == "met" and not (
+                    _finite(r["acc_mean"]) and r["acc_mean"] >= self.works * t["acc_mean"]):
+                g["status"] = "not meaningful (the row's networks do not work)"
+            out.append(g)
+        return out
+
+
+def evaluate_goals(goals: Sequence[Any], table: Mapping[str, Any]) -> list[dict]:
+    """All goals of ``table`` (a table dict with ``rows`` and ``extras``), in order."""
+    out: list[dict] = []
+    for g in goals:
+        out.extend(g.evaluate(table))
+    return out

@@ -1,0 +1,257 @@
+"""Rendering a table dict: ``<table>.md`` (our numbers next to the thesis's, goals, header
+with command, overrides, seeds, hardware, packages, commit, date), ``<table>.json`` and PNG
+plots in ``<table>/``. Pure text from the dict, so a saved JSON re-renders the same file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from weightflow_jax import atomic, evaluation
+
+__all__ = ["render_markdown", "plot_table", "write_results", "results_table"]
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    v = float(v)
+    return f"{v:.{digits}f}" if np.isfinite(v) else "–"
+
+
+def _ms(mean: Any, std: Any, digits: int = 3) -> str:
+    if mean is None or not np.isfinite(float(mean)):
+        return "–"
+    return _f(mean, digits) if std is None else evaluation.format_mean_std(mean, std, digits)
+
+
+def _novelty_cell(nov: Mapping[str, Any] | None) -> str:
+    if not nov:
+        return "–"
+    if "error" in nov:
+        return "error"
+    med, sp = nov.get("l2_median"), nov.get("l2_spacing_median")
+    if med is None:
+        return "–"
+    if sp is None:
+        return f"{med:.3g}"
+    return f"{med:.3g} / {sp:.3g} = {med / sp:.2f}"
+
+
+def _row_cells(r: Mapping[str, Any]) -> dict[str, str]:
+    th = r.get("thesis") or {}
+    acc, loss = th.get("acc"), th.get("loss")
+    ens = r.get("ensemble_acc")
+    return {
+        "model": r.get("model") or "–",
+        "accuracy": _ms(r.get("acc_mean"), r.get("acc_std")),
+        "thesis accuracy": "–" if acc is None else _ms(acc[0], acc[1]),
+        "loss": _ms(r.get("loss_mean"), r.get("loss_std")),
+        "thesis loss": "–" if loss is None or loss[0] is None else _ms(loss[0], loss[1]),
+        "diversity (JSD)": _f(r.get("diversity"), 5),
+        "thesis diversity": _f(th.get("diversity"), 5),
+        "ensemble accuracy (k)": ("–" if ens is None or not np.isfinite(float(ens))
+                                  else f"{float(ens):.3f} (k={r.get('ensemble_size')})"),
+        "thesis ensemble": _f(th.get("ensemble")),
+        "nearest L2 / spacing": _novelty_cell(r.get("novelty")),
+        "train steps": "–" if r.get("train_steps") is None else str(int(r["train_steps"])),
+        "train s": _f(r.get("train_seconds"), 0),
+        "wall s": _f(r.get("wall_seconds"), 0),
+    }
+
+
+def results_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The main markdown table: one line per row; all-empty columns dropped."""
+    cells = [_row_cells(r) for r in rows]
+    columns = list(cells[0]) if cells else []
+    keep = [col for col in columns if col in ("accuracy",)
+            or any(cell[col] != "–" for cell in cells)]
+    # The label column, then accuracy first so that the table reads like the thesis's.
+    if "model" in keep:
+        keep.remove("model")
+        keep.insert(1, "model")
+    body = [[r["label"]] + [cell[col] for col in keep] for r, cell in zip(rows, cells)]
+    return evaluation.markdown_table(["method"] + keep, body)
+
+
+def _lock_line(lock: Mapping[str, Any] | None) -> str:
+    if not lock:
+        return "no lock file found (not run from a source checkout)"
+    drift = lock.get("mismatches") or []
+    state = ("installed versions match it" if not drift else
+             f"{len(drift)} installed version(s) differ: {'; '.join(drift[:5])}")
+    return f"`{lock['name']}` (sha256 `{lock['sha256']}`), {state}"
+
+
+def _header(table: Mapping[str, Any]) -> list[str]:
+    hw = table["hardware"]
+    ov = table["overrides"]
+    tov = table.get("table_overrides") or {}
+    size_ov = [kv for s in ("all", table["size"]) for kv in tov.get(s, [])]
+    lines = [
+        f"# {table['title']} (size `{table['size']}`)", "",
+        f"- command: `{table['command']}`",
+        f"- size: `{table['size']}`; rows: {', '.join(table['selected_rows'])}",
+        "- the table's overrides at this size: " + (
+            ", ".join(f"`{k}={v}`" for k, v in size_ov) if size_ov else "none"),
+        "- command-line overrides: " + (", ".join(f"`{k}={v}`" for k, v in ov) if ov else
+                                         "none"),
+        "- seeds: " + ", ".join(f"{k} = {v}" for k, v in table["seeds"].items()),
+        f"- hardware: backend `{hw.get('backend')}`, {len(hw.get('devices', []))} device(s) "
+        f"{', '.join(hw.get('devices', []))}; {hw.get('cpu_count')} CPUs; "
+        f"{hw.get('platform')}; Python {hw.get('python')}, JAX {hw.get('jax')}",
+        "- packages: " + _lock_line(hw.get("lock_file")),
+        f"- git commit: `{table.get('git_commit') or 'unknown'}`",
+        f"- date: {table['date']}; total wall time of this command: "
+        f"{table.get('wall_seconds', float('nan')):.0f} s (rows reused from earlier runs "
+        "count only their loading; each row's own time is in the table)",
+        f"- runs dir: `{table['runs_dir']}`; all numbers: `{table['table']}.json`; sampled "
+        f"networks: `{table['table']}/samples/<row>.npz`",
+    ]
+    if table.get("description"):
+        lines += ["", table["description"]]
+    return lines
+
+
+def _finetune_lines(ft: Mapping[str, Any]) -> list[str]:
+    body = []
+    for p in ft["per_epoch"]:
+        body.append([p["epoch"], _ms(p["sampled_mean"], p["sampled_std"]),
+                     _ms(p["random_mean"], p["random_std"]),
+                     f"{p['sampled_mean'] - p['random_mean']:+.3f}",
+                     f"{p['seeds_ahead']} of {len(ft['seeds'])}"])
+    return ["## Training from sampled weights vs random init", "",
+            f"{ft['label']} on `{ft['task']}`: per seed, {ft['networks']} guided samples "
+            f"(sampling seed = the seed) and {ft['networks']} random N(0, 0.1²) "
+            f"initialisations, trained with Adam lr {ft['lr']:g}, batch {ft['batch']}, the "
+            f"same minibatch order; seeds {', '.join(map(str, ft['seeds']))}. Test accuracy "
+            "mean ± std over all networks of all seeds after each epoch (epoch 0 = the "
+            "initialisation); 'seeds ahead': seeds whose sampled networks' mean beats random "
+            "init's.", "",
+            evaluation.markdown_table(["epoch", "from samples", "random init", "difference",
+                                       "seeds ahead"], body)]
+
+
+def render_markdown(table: Mapping[str, Any]) -> str:
+    """The ``results/<table>.md`` text of a table dict (see ``runner.build_table``)."""
+    lines = _header(table) + [
+        "", "## Results", "",
+        "Accuracy / loss: mean ± std over the networks of a row on the test split. Model: "
+        "the vector field. Diversity: mean pairwise Jensen-Shannon divergence of predictions "
+        "(nats). Ensemble: accuracy of the averaged predictions of the first k networks. "
+        "Nearest L2 / spacing: median L2 distance of the samples (aligned to the zoo's "
+        "reference) to the nearest aligned training checkpoint / median distance of a "
+        "checkpoint to the nearest checkpoint of another run. Train steps / train s / wall "
+        "s: flow training steps, the training loop's seconds (with compilation) and the "
+        "train + sample + evaluate run's seconds (transfer rows: sampling time). Thesis "
+        "columns: Erdogan 2025 (arXiv 2504.03710).", "",
+        results_table(table["rows"]),
+    ]
+    notes = [r for r in table["rows"] if r.get("note")]
+    if notes:
+        lines += ["Notes:", ""] + [f"- {r['label']}: {r['note']}" for r in notes] + [""]
+    ex = table.get("extras", {})
+    if "novelty_settings" in ex:
+        ns = ex["novelty_settings"]
+        lines += [f"Novelty uses {ns['num_checkpoints']} of the zoo's {ns['num_snapshots']} "
+                  f"snapshots (aligned, random subset, seed {ns['seed']}); spacing measured "
+                  f"for {ns['spacing_queries']} of them. Zoo: `{ns['zoo']}`.", ""]
+    if "steps_sweep" in ex:
+        sw = ex["steps_sweep"]
+        body = [[p["steps"], _ms(p["acc_mean"], p["acc_std"]),
+                 _ms(p["loss_mean"], p["loss_std"]), _f(p["ensemble_acc"]),
+                 _f(p["sample_seconds"], 1)] for p in sw["points"]]
+        lines += [f"## {sw.get('label', 'Euler steps vs accuracy')}", "",
+                  f"The same trained flow (`{sw['workdir']}`, {sw['train_steps']} steps) "
+                  f"re-sampled; step counts capped by the config's {sw['cap']}.", "",
+                  evaluation.markdown_table(["Euler steps", "accuracy", "loss",
+                                             "ensemble accuracy", "sampling s"], body)]
+    if "finetune" in ex:
+        lines += _finetune_lines(ex["finetune"])
+    pub = [r for r in table["rows"] if r.get("published")]
+    if pub:
+        base = table["results_dir"]
+        body = [[r["key"], f"[{os.path.relpath(r['published']['file'], base)}]"
+                           f"({os.path.relpath(r['published']['file'], base)})",
+                 r["published"]["num"], r["published"]["dtype"],
+                 f"{r['published']['max_acc_change_float16']:.4f}",
+                 f"{r['published']['bytes'] / 1024:.0f}"] for r in pub]
+        lines += ["## Published samples", "",
+                  "Every sampled row's networks as numpy `W0, b0, W1, b1, ...` (`W{i}` shaped "
+                  "(n, out, in)); float16 where rounding to it changes no network's test "
+                  "accuracy by more than 0.001 (largest change shown), else float32. "
+                  "Re-evaluate with `weightflow_jax.sampling.load_samples_npz` + "
+                  "`weightflow_jax.evaluation.accuracy_and_loss`.", "",
+                  evaluation.markdown_table(["row", "file", "networks", "dtype",
+                                             "max accuracy change (float16)", "KiB"], body)]
+    lines += ["## Goals", "", "Definitions:", ""]
+    lines += [f"- {d}" for d in table["goal_definitions"]] + [""]
+    gbody = [[g["goal"], g["value"] if not isinstance(g["value"], float) else _f(g["value"]),
+              g["target"], g["status"]] for g in table["goals"]]
+    lines += [evaluation.markdown_table(["goal", "ours", "target", "status"], gbody)]
+    met = sum(g["status"] == "met" for g in table["goals"])
+    lines += [f"{met} of {len(table['goals'])} goals met.", "", "## Rows", ""]
+    rbody = [[r["key"], r.get("workdir") or "–",
+              "–" if r.get("reused") is None else ("yes" if r["reused"] else "no"),
+              _f(r.get("row_seconds"), 1)] for r in table["rows"]]
+    lines += [evaluation.markdown_table(["row", "workdir", "reused", "this command s"], rbody)]
+    if table.get("plots"):
+        lines += ["## Plots", ""]
+        base = table["results_dir"]
+        lines += [f"![{os.path.basename(p)}]({os.path.relpath(p, base)})"
+                  for p in table["plots"]] + [""]
+    return "\n".join(lines)
+
+
+_SHORT = {"target": "target", "noisy": "checkpoints + noise", "adam": "Adam-trained"}
+
+
+def _short(row: Mapping[str, Any]) -> str:
+    return _SHORT.get(row["key"], row["label"])
+
+
+def plot_table(table: Mapping[str, Any]) -> list[str]:
+    """Writes the table's PNGs into ``<results_dir>/<table>/``; returns their paths."""
+    out_dir = os.path.join(table["results_dir"], table["table"])
+    paths = []
+    accs = {_short(r): r["acc"] for r in table["rows"] if r.get("acc")}
+    if accs:
+        paths.append(evaluation.plot_accuracy_histograms(
+            os.path.join(out_dir, "accuracy_histograms.png"), accs,
+            title=f"{table['table']}: test accuracy per network"))
+    curves = {_short(r): (r["ensemble_sizes"], r["ensemble_curve"]) for r in table["rows"]
+              if r.get("ensemble_curve")}
+    if curves:
+        hl = {}
+        for r in table["rows"]:
+            th = (r.get("thesis") or {}).get("ensemble")
+            if th is not None and not r.get("reference"):
+                hl[f"thesis {_short(r)}: {th:.2f}"] = th
+        paths.append(evaluation.plot_ensemble_curve(
+            os.path.join(out_dir, "ensemble_curve.png"), curves, hlines=hl))
+    ex = table.get("extras", {})
+    if ex.get("steps_sweep", {}).get("points"):
+        pts = ex["steps_sweep"]["points"]
+        paths.append(evaluation.plot_steps_vs_accuracy(
+            os.path.join(out_dir, "euler_steps_vs_accuracy.png"),
+            {"geometric (aligned + OT)": ([p["steps"] for p in pts],
+                                          [p["acc_mean"] for p in pts],
+                                          [p["acc_std"] for p in pts])}))
+    if "finetune" in ex:
+        paths.append(evaluation.plot_finetune_curves(
+            os.path.join(out_dir, "finetune_curves.png"), ex["finetune"]["curves"],
+            title=f"Training on {ex['finetune']['task']}: from samples vs random init"))
+    return paths
+
+
+def write_results(table: Mapping[str, Any]) -> tuple[str, str]:
+    """Writes ``<results_dir>/<table>.md`` and ``.json`` atomically; returns their paths."""
+    base = os.path.join(table["results_dir"], table["table"])
+    atomic.write_text(base + ".md", render_markdown(table))
+    atomic.write_json(base + ".json", table)
+    return base + ".md", base + ".json"
