@@ -299,7 +299,7 @@ class _Ctx:
 
 
 def build_context(config, args):
-    from experiments import tables  # the tables' zoo/novelty context (cached spacing)
+    from weightflow_jax.tables import context as tables  # zoo/novelty context of the tables
 
     ctx = _Ctx()
     space, coords, zoo, pre = pipeline.prepare_data(config)
@@ -313,7 +313,7 @@ def build_context(config, args):
         zctx = tables.zoo_context(config, seed=args.seed, progress=False)
 
         def novelty(params):
-            nov = tables._novelty(zctx, params)
+            nov = tables.novelty(zctx, params)
             return {k: nov[k] for k in ("l2_median", "l2_spacing_median", "l2_mean",
                                         "l2_spacing_mean", "geodesic_median",
                                         "geodesic_spacing_median") if k in nov}

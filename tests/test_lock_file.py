@@ -62,7 +62,7 @@ def test_lock_file_info_names_and_hashes_the_file(tmp_path):
 
 
 def test_results_markdown_names_the_lock_file():
-    from experiments import tables
+    from weightflow_jax.tables import render as tables
 
     info = {"name": "requirements-lock.txt", "sha256": "ab" * 32, "mismatches": []}
     assert tables._lock_line(info) == (f"`requirements-lock.txt` (sha256 `{'ab' * 32}`), "

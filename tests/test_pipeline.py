@@ -77,7 +77,7 @@ def test_geometric_flow_learns_clusters_on_spheres(toy_run):
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(samples))
 
 
-@pytest.mark.parametrize("model", ["compact_rt"])
+@pytest.mark.parametrize("model", ["mlp"])  # the jit-only NaN of this toy was fixed in sphere.normalize
 def test_resumed_run_equals_uninterrupted(toy_run, tmp_path, model):
     config, space, centers, coords, *_ = toy_run
     full = _toy_config(steps=8, model=model)

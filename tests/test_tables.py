@@ -1,9 +1,10 @@
-"""Tests of experiments.tables: the results-table command, its overrides, reuse and goals.
+"""Tests of the results tables (``weightflow_jax.tables`` and ``experiments/tables.py``).
 
-The end-to-end table test replaces flow training by ``_fake_train`` (final zoo snapshots plus
-noise, written in the same workdir layout as ``pipeline.train_and_evaluate``), so that the
-table machinery (rows, reuse, novelty, noise baseline, markdown, json, plots) runs in
-seconds; the same test with real training is marked slow (~1.5 min at size test).
+The end-to-end table test replaces flow training by ``_FakeTrainer`` (final zoo snapshots
+plus noise, written in the same workdir layout as ``pipeline.train_and_evaluate``), so that
+the machinery (rows, reuse, novelty, noise baseline, published samples, markdown, json,
+plots) runs in seconds. The transfer / fine-tuning evaluators run on real (size ``test``)
+flows of a small breast-cancer table declared here.
 """
 
 import json
@@ -13,13 +14,17 @@ import re
 import numpy as np
 import pytest
 
-from experiments import tables
+from experiments import tables as tables_cli
 from weightflow_jax import atomic, data as data_lib, pipeline
 from weightflow_jax import sampling as sampling_lib
+from weightflow_jax import tables
 from weightflow_jax import train as train_lib
 from weightflow_jax import zoo as zoo_lib
+from weightflow_jax.tables import declarations, goals as G, publish, render
+from weightflow_jax.tables.context import Context
+from weightflow_jax.tables.spec import FlowSpec, Row, Table
 
-ROWS = "geometric_aligned_ot,euclidean_plain,target,noisy,ensemble"
+ROWS = "geometric_aligned_ot,euclidean_plain,geometric_aligned_ot_rt,target,noisy,ensemble"
 ARGV = ["python", "-m", "experiments.tables", "--table=breast_cancer", "--size=test",
         f"--rows={ROWS}"]
 
@@ -47,8 +52,9 @@ class _FakeTrainer:
         atomic.write_json(os.path.join(workdir, "samples.json"), {
             "num": n, "steps": int(config.sample.steps), "seed": int(config.seed),
             "guidance": float(config.sample.guidance), "samples": ev})
-        result = {"train": {"final_step": int(config.train.steps)}, "samples": ev,
-                  "wall_seconds": 1.5, "sample_seconds": 0.1, "workdir": workdir}
+        result = {"train": {"final_step": int(config.train.steps), "wall_time_s": 1.0},
+                  "samples": ev, "wall_seconds": 1.5, "sample_seconds": 0.1,
+                  "workdir": workdir, "model": str(config.model.name)}
         atomic.write_json(os.path.join(workdir, "eval.json"), result)
         return result
 
@@ -64,7 +70,7 @@ def bc(tmp_path_factory):
 
 
 def _md(table):
-    with open(os.path.join(table["results_dir"], "breast_cancer.md")) as f:
+    with open(os.path.join(table["results_dir"], f"{table['table']}.md")) as f:
         return f.read()
 
 
@@ -77,39 +83,55 @@ def _md_row(md, label):
 def test_breast_cancer_table_end_to_end(bc):
     table, trainer, kw = bc
     md = _md(table)
-    assert len(trainer.calls) == 2
+    assert len(trainer.calls) == 3
     assert [r["key"] for r in table["rows"]] == [
-        "euclidean_plain", "geometric_aligned_ot", "target", "noisy", "ensemble"]
-    # Header: command, size, overrides, hardware, commit, date, workdirs.
+        "euclidean_plain", "geometric_aligned_ot", "geometric_aligned_ot_rt", "target",
+        "noisy", "ensemble"]
     assert "`python -m experiments.tables --table=breast_cancer --size=test" in md
-    assert f"--rows={ROWS}" in md
-    for text in ("size: `test`", "overrides: `seed=0`", "hardware: backend `cpu`",
-                 "git commit:", "date: ", "total wall time", "## Goals", "## Rows"):
+    for text in ("size: `test`", "command-line overrides: `seed=0`",
+                 "the table's overrides at this size: `model.name=neuron_transformer`",
+                 "hardware: backend `cpu`", "git commit:", "date: ", "total wall time",
+                 "## Goals", "## Rows", "## Published samples", "Our split"):
         assert text in md, text
-    for key in ("euclidean_plain", "geometric_aligned_ot"):
-        wd = os.path.join(kw["runs_dir"], "breast_cancer_test", key)
-        assert wd in md and os.path.exists(os.path.join(wd, "eval.json"))
-    # Thesis numbers next to ours.
-    assert "0.998±0.006" in _md_row(md, "Euclidean")
-    assert "0.991±0.011" in _md_row(md, "Geometric (aligned + OT)")
+    # The table's field and the rt comparison row, each in its own workdir.
+    root = os.path.join(kw["runs_dir"], "breast_cancer_test")
+    assert sorted(os.path.basename(w) for w in trainer.calls) == [
+        "euclidean_plain_neuron_transformer", "geometric_aligned_ot_neuron_transformer",
+        "geometric_aligned_ot_rt"]
+    for wd in trainer.calls:
+        assert wd.startswith(root) and wd in md
+    cells = _md_row(md, "Geometric (aligned + OT)")
+    assert cells[2] == "neuron_transformer" and "0.991±0.011" in cells
+    assert _md_row(md, "Geometric (aligned + OT), thesis RT, same wall clock")[2] == "rt"
     assert "0.992±0.010" in _md_row(md, "Target (final snapshots)")
-    assert "## Results" in md and "Checkpoints + Gaussian noise" in md
     noisy = next(r for r in table["rows"] if r["key"] == "noisy")
-    best = max((r for r in table["rows"] if r["key"] in ("euclidean_plain",
-                                                          "geometric_aligned_ot")),
-               key=lambda r: r["acc_mean"])
+    best = max((r for r in table["rows"] if r["is_flow"]), key=lambda r: r["acc_mean"])
     assert noisy["matched_row"] == best["key"] and best["label"] in noisy["note"]
-    # The noise is calibrated to the best row's median nearest distance (mean of the noisy
-    # networks' nearest distances within 0.5 %).
     assert noisy["target_distance"] == pytest.approx(best["novelty"]["l2_median"])
     assert noisy["novelty"]["l2_mean"] == pytest.approx(noisy["target_distance"], rel=0.01)
-    # Plots exist and are PNGs.
+    # Published samples: one file per flow row, equal to the row's networks.
+    for r in table["rows"]:
+        if not r["is_flow"]:
+            assert "published" not in r
+            continue
+        pub = r["published"]
+        assert pub["file"] == os.path.join(kw["results_dir"], "breast_cancer", "samples",
+                                           f"{r['key']}.npz")
+        got = sampling_lib.load_samples_npz(pub["file"])
+        src = sampling_lib.load_samples_npz(os.path.join(r["workdir"], "samples.npz"))
+        with np.load(pub["file"]) as z:
+            assert sorted(z.files) == ["W0", "W1", "W2", "b0", "b1", "b2"]
+            assert str(z["W0"].dtype) == pub["dtype"]
+        for (w, b), (w0, b0) in zip(got, src):
+            np.testing.assert_allclose(w, w0, atol=2e-3 * max(1.0, np.abs(w0).max()))
+        acc, _ = pipeline.evaluation.accuracy_and_loss(got, *data_lib.load("breast_cancer",
+                                                                           "test"))
+        if pub["dtype"] == "float16":
+            assert np.max(np.abs(np.asarray(acc) - np.asarray(r["acc"]))) <= 1e-3
     assert len(table["plots"]) == 2
     for p in table["plots"]:
         with open(p, "rb") as f:
-            head = f.read(8)
-        assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p) > 1000
-        assert os.path.dirname(p) == os.path.join(kw["results_dir"], "breast_cancer")
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_json_numbers_equal_markdown(bc):
@@ -127,21 +149,25 @@ def test_json_numbers_equal_markdown(bc):
             assert f"{r['loss_mean']:.3f}±{r['loss_std']:.3f}" in cells
         nov = r.get("novelty")
         if nov:
-            ratio = nov["l2_median"] / nov["l2_spacing_median"]
-            assert f"= {ratio:.2f}" in " ".join(cells)
-    # The ensemble row is the target's posterior predictive.
+            assert f"= {nov['l2_median'] / nov['l2_spacing_median']:.2f}" in " ".join(cells)
     target = next(r for r in saved["rows"] if r["key"] == "target")
     ens = next(r for r in saved["rows"] if r["key"] == "ensemble")
     assert ens["acc_mean"] == target["ensemble_acc"]
-    # Goals in the md equal the json's, and each is computed from the json numbers.
-    assert saved["goals"] == tables.goals(saved)
+    # Goals in the md equal the json's, recomputed from the json numbers; the rt row is a
+    # comparison row: it has no accuracy goal of its own.
+    assert saved["goals"] == tables.table_goals(saved)
     for g in saved["goals"]:
         assert re.search(rf"\| {re.escape(g['goal'])} \|.*\| {re.escape(g['status'])} \|", md), g
+    names = [g["goal"] for g in saved["goals"]]
+    assert "as good as the trained networks: Geometric (aligned + OT)" in names
+    assert not any("as good" in n and "thesis RT" in n for n in names)
+    # Re-rendering the saved json gives the same file.
+    assert render.render_markdown(saved) == md
 
 
-def test_rerun_reuses_eval_json(bc):
+def test_rerun_reuses_flows_and_a_changed_config_retrains(bc):
     table, trainer, kw = bc
-    wd = os.path.join(kw["runs_dir"], "breast_cancer_test", "geometric_aligned_ot")
+    wd = trainer.calls[1]
     mtime = os.stat(os.path.join(wd, "eval.json")).st_mtime_ns
     nov_mtime = os.stat(os.path.join(wd, "novelty.json")).st_mtime_ns
     n_calls = len(trainer.calls)
@@ -149,14 +175,12 @@ def test_rerun_reuses_eval_json(bc):
     assert len(trainer.calls) == n_calls
     assert os.stat(os.path.join(wd, "eval.json")).st_mtime_ns == mtime
     assert os.stat(os.path.join(wd, "novelty.json")).st_mtime_ns == nov_mtime
-    flows = [r for r in again["rows"] if r["key"] in ("geometric_aligned_ot",
-                                                       "euclidean_plain")]
+    flows = [r for r in again["rows"] if r["is_flow"]]
     assert all(r["reused"] for r in flows)
     for a, b in zip(flows, table["rows"]):
         assert a["acc_mean"] == b["acc_mean"] and a["novelty"] == b["novelty"]
-    # Other train steps: that row is retrained (train_and_evaluate resumes), not reused.
-    kw2 = dict(kw, rows="euclidean_plain", steps=7, write=False)
-    res = tables.build_table("breast_cancer", **kw2)
+    res = tables.build_table("breast_cancer", **dict(kw, rows="euclidean_plain", steps=7,
+                                                       write=False))
     assert len(trainer.calls) == n_calls + 1 and not res["rows"][0]["reused"]
     assert res["rows"][0]["train_steps"] == 7
 
@@ -164,7 +188,8 @@ def test_rerun_reuses_eval_json(bc):
 def test_bad_table_rows_and_set_raise_clear_errors(tmp_path):
     kw = dict(size="test", runs_dir=str(tmp_path / "r"), results_dir=str(tmp_path / "o"),
               train_fn=_FakeTrainer(), progress=False)
-    with pytest.raises(ValueError, match="unknown table 'cifar'.*breast_cancer"):
+    with pytest.raises(ValueError, match="unknown table 'cifar'.*breast_cancer, "
+                                         "breast_cancer_thesis_split, mnist"):
         tables.build_table("cifar", **kw)
     with pytest.raises(ValueError, match="unknown size"):
         tables.build_table("breast_cancer", **dict(kw, size="huge"))
@@ -176,6 +201,8 @@ def test_bad_table_rows_and_set_raise_clear_errors(tmp_path):
         tables.build_table("breast_cancer", sets=["model.rt.width"], **kw)
     with pytest.raises(ValueError, match="model.rt has no field 'widht'.*width"):
         tables.build_table("breast_cancer", sets=["model.rt.widht=3"], **kw)
+    with pytest.raises(ValueError, match="has no field 'modle'.*model"):
+        tables.build_table("breast_cancer", sets=["modle.name=rt"], **kw)
     with pytest.raises(ValueError, match="cannot parse 'abc' as the field's type int"):
         tables.build_table("breast_cancer", sets=["model.rt.width=abc"], **kw)
     with pytest.raises(ValueError, match="is a group"):
@@ -183,22 +210,64 @@ def test_bad_table_rows_and_set_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="--steps must be >= 0"):
         tables.build_table("breast_cancer", steps=-1, **kw)
     assert not os.path.exists(tmp_path / "r") and not os.path.exists(tmp_path / "o")
+    # The command line: --table is required and checked, --rows needs one table.
+    with pytest.raises(ValueError, match="--table is required; choose one of breast_cancer"):
+        tables_cli.table_names(None, "")
+    with pytest.raises(ValueError, match="unknown table 'mnsit'"):
+        tables_cli.table_names("mnsit", "")
+    with pytest.raises(ValueError, match="cannot be combined with --table=all"):
+        tables_cli.table_names("all", "target")
+    assert tables_cli.table_names("all", "") == list(tables.TABLES)
 
 
-def test_arch_transfer_table_uses_an_equivariant_field_unless_told_otherwise():
-    ov, model = tables.table_overrides("arch_transfer", "cpu", [("train.steps", 5)])
-    assert model == "neuron_transformer" and ov[0] == ("model.name", "neuron_transformer")
-    cfg = tables.row_config("mnist", "geometric", "aligned_ot", "cpu", ov)
-    assert cfg.model.name == "neuron_transformer" and cfg.train.steps == 5
-    # An explicit field wins; the thesis size keeps the thesis's rt; other tables keep theirs.
-    assert tables.table_overrides("arch_transfer", "cpu", [("model.name", "rt")]) == (
-        [("model.name", "rt")], None)
-    assert tables.table_overrides("arch_transfer", "default", []) == ([], None)
-    assert tables.table_overrides("mnist", "cpu", []) == ([], None)
+@pytest.mark.parametrize("size", ["default", "cpu", "test"])
+def test_every_declared_flow_has_a_valid_config(size):
+    for table in tables.TABLES.values():
+        ctx = Context(table, size, [("seed", 0)], "runs/tables", "results", 0, [])
+        assert table.goals and table.rows_at(size)
+        for r in table.rows_at(size):
+            assert r.evaluator in tables.EVALUATORS, (table.name, r.key)
+            if r.flow is None:
+                continue
+            cfg = ctx.config(r.flow)
+            wd = ctx.workdir(r.flow)
+            assert wd.startswith(os.path.join("runs/tables", f"{table.group}_{size}"))
+            if table.dataset:
+                assert cfg.zoo.dataset == table.dataset
+                assert cfg.zoo.dir.endswith(f"{table.dataset}_{size}")
+            if size == "default":  # thesis-sized: the thesis's field, no rt comparison row
+                assert cfg.model.name == "rt" and r.key != "geometric_aligned_ot_rt"
+            if r.evaluator == "transfer" and size != "default":
+                assert cfg.model.name == "neuron_transformer", (table.name, r.key)
+                assert wd.endswith("_neuron_transformer")
+
+
+def test_cpu_declarations_match_the_issue():
+    cpu = {n: Context(t, "cpu", [], "r", "o", 0, []) for n, t in tables.TABLES.items()}
+    mnist, bc = tables.get_table("mnist"), tables.get_table("breast_cancer")
+    geo = cpu["mnist"].config(mnist.row("geometric_aligned_ot").flow)
+    rt = cpu["mnist"].config(mnist.row("geometric_aligned_ot_rt").flow)
+    assert geo.model.name == "mlp" and rt.model.name == "rt"
+    assert geo.sample.num == 64 and geo.eval.ensemble_sizes[-1] == 64
+    assert rt.train.steps < geo.train.steps
+    assert cpu["breast_cancer"].config(bc.row("geometric_plain").flow).model.name == \
+        "neuron_transformer"
+    # The two transfer tables share their flows.
+    fa, ar = tables.get_table("fashion_transfer"), tables.get_table("arch_transfer")
+    assert cpu["fashion_transfer"].workdir(fa.row("geometric_guided").flow) == \
+        cpu["arch_transfer"].workdir(ar.row("geometric_guided").flow)
+    # The thesis split: the same rows as our split, another dataset, zoo and run group.
+    ts = tables.get_table("breast_cancer_thesis_split")
+    assert [r.key for r in ts.rows] == [r.key for r in bc.rows]
+    assert cpu["breast_cancer_thesis_split"].workdir(ts.row("geometric_plain").flow) != \
+        cpu["breast_cancer"].workdir(bc.row("geometric_plain").flow)
+    with pytest.raises(ValueError, match="declares row.*twice"):
+        Table("t", "t", "g", (Row("a", "a", "target"), Row("a", "b", "target")))
+    with pytest.raises(ValueError, match="unknown flow kind"):
+        FlowSpec("mnist", "hyperbolic")
 
 
 def test_row_config_variants_and_typed_overrides():
-    base = tables.row_config("mnist", "geometric", "aligned_ot", "test")
     cfg = tables.row_config("breast_cancer", "euclidean", "plain", "test",
                             [("model.rt.width", "32"), ("flow.time_a", "2"),
                              ("flow.align", "true"), ("eval.ensemble_sizes", "(1, 3)"),
@@ -208,85 +277,125 @@ def test_row_config_variants_and_typed_overrides():
     assert cfg.model.rt.width == 32 and isinstance(cfg.model.rt.width, int)
     assert cfg.flow.time_a == 2.0 and isinstance(cfg.flow.time_a, float)
     assert cfg.eval.ensemble_sizes == (1, 3) and cfg.train.steps == 9
-    assert cfg.flow.canonical_mode == "thesis"
-    assert base.flow.align is True and base.flow.coupling == "exact"
     plain = tables.row_config("breast_cancer", "geometric", "plain", "test")
     assert plain.flow.align is False and plain.flow.coupling == "independent"
     assert plain.model.rt.width == 8  # the size=test config, untouched by the other call
     with pytest.raises(ValueError, match="unknown variant"):
         tables.row_config("mnist", "geometric", "ot", "test")
-    assert tables.row_workdir("runs/tables", "mnist", "cpu", "geometric", "aligned_ot") == \
-        os.path.join("runs/tables", "mnist_cpu", "geometric_aligned_ot")
-    assert tables.row_workdir("r", "mnist", "cpu", "geometric", "aligned_ot",
-                              "neuron_transformer") == os.path.join(
-        "r", "mnist_cpu", "geometric_aligned_ot_neuron_transformer")
+    assert tables.row_workdir("r", "mnist", "cpu", "geometric", "aligned_ot") == \
+        os.path.join("r", "mnist_cpu", "geometric_aligned_ot")
     assert tables.select_rows("arch_transfer", " geometric_guided , euclidean_unguided") == [
         "euclidean_unguided", "geometric_guided"]
-    assert len(tables.select_rows("breast_cancer", None)) == 12
-    assert tables._sweep_steps(64) == [8, 32, 64]
-    assert tables._sweep_steps(512) == [8, 32, 128, 512]
-    assert tables._sweep_steps(4) == [4]
+    assert len(tables.select_rows("breast_cancer", None, "cpu")) == 13
+    assert "geometric_aligned_ot_rt" not in tables.select_rows("breast_cancer", None, "default")
+    assert tables.sweep_steps(64) == [8, 32, 64]
+    assert tables.sweep_steps(512) == [8, 32, 128, 512]
+    assert tables.sweep_steps(4) == [4]
 
 
-def _flow(key, acc, loss=0.5, ens=0.9, med=None, spacing=2.0, thesis_table="mnist"):
-    return {"key": key, "label": key, "acc_mean": acc, "acc_std": 0.01, "loss_mean": loss,
-            "loss_std": 0.1, "ensemble_acc": ens,
-            "thesis": tables.THESIS[thesis_table].get(key),
-            "novelty": None if med is None else {"l2_median": med,
-                                                 "l2_spacing_median": spacing}}
+def _r(key, acc, loss=0.5, ens=0.9, med=None, spacing=2.0, thesis_table="mnist", **kw):
+    return dict({"key": key, "label": key, "acc_mean": acc, "acc_std": 0.01,
+                 "loss_mean": loss, "loss_std": 0.1, "ensemble_acc": ens,
+                 "ensemble_size": 64, "is_flow": key not in ("target", "adam"),
+                 "thesis": declarations.THESIS[thesis_table].get(key),
+                 "novelty": None if med is None else {"l2_median": med,
+                                                      "l2_spacing_median": spacing}}, **kw)
 
 
-def test_goals_met_and_missed_from_numbers():
-    rows = [_flow("geometric_aligned_ot", 0.86, loss=1.2, ens=0.95, med=1.5),
-            _flow("euclidean_aligned", 0.72, med=0.9),       # 0.737 - 0.01 = 0.727 > 0.72
-            _flow("normalized_aligned", 0.743, med=1.01),    # 0.753 - 0.01 = 0.743: met
-            _flow("target", 0.90)]
-    got = {g["goal"]: g for g in tables.goals({"table": "mnist", "rows": rows})}
-    st = {k: g["status"] for k, g in got.items()}
+def _status(goals, table):
+    return {g["goal"]: g["status"] for g in G.evaluate_goals(goals, table)}
+
+
+def test_thesis_rows_and_thresholds():
+    rows = [_r("geometric_aligned_ot", 0.94, loss=0.29, ens=0.961, med=1.5),
+            _r("euclidean_aligned", 0.736),
+            _r("normalized_aligned", 0.753, loss=1.6),
+            _r("geometric_aligned_ot_rt", 0.1, reference=True,
+               thesis=declarations.THESIS["mnist"]["geometric_aligned_ot"]),
+            _r("target", 0.935)]
+    st = _status(tables.get_table("mnist").goals, {"rows": rows})
     assert st["match or beat the thesis: geometric_aligned_ot"] == "met"
-    assert st["match or beat the thesis: euclidean_aligned"] == "missed"
-    assert st["match or beat the thesis: normalized_aligned"] == "met"
-    assert st["match or beat the thesis: target"] == "missed"
-    assert st["MNIST geometric (aligned + OT) accuracy and loss"] == "met"
+    assert st["match or beat the thesis: euclidean_aligned"] == "missed"  # 0.736 < 0.737
+    assert st["match or beat the thesis: normalized_aligned"] == "met"    # tolerance 0
+    assert st["match or beat the thesis: target"] == "met"
+    assert not any("geometric_aligned_ot_rt" in k and "thesis" in k for k in st)
+    assert st["MNIST geometric (aligned + OT) accuracy"] == "met"
+    assert st["MNIST geometric (aligned + OT) loss"] == "met"
     assert st["MNIST posterior predictive (geometric, aligned + OT)"] == "met"
-    assert st["samples are not copies: geometric_aligned_ot"] == "met"      # 1.5 > 1.0
-    assert st["samples are not copies: euclidean_aligned"] == "missed"      # 0.9 < 1.0
-    assert got["samples are not copies: euclidean_aligned"]["value"] == pytest.approx(0.45)
-    # Far from every checkpoint but not working: novelty is not counted as met.
-    bad = [_flow("geometric_aligned", 0.10, med=5.0)]
-    st_bad = {g["goal"]: g["status"] for g in tables.goals({"table": "mnist", "rows": bad})}
-    assert st_bad["samples are not copies: geometric_aligned"].startswith("not meaningful")
-    # Loss too high / ensemble too low / row missing.
-    rows2 = [_flow("geometric_aligned_ot", 0.90, loss=1.44, ens=0.939)]
-    st2 = {g["goal"]: g["status"] for g in tables.goals({"table": "mnist", "rows": rows2})}
-    assert st2["MNIST geometric (aligned + OT) accuracy and loss"] == "missed"
-    assert st2["MNIST posterior predictive (geometric, aligned + OT)"] == "missed"
-    st3 = {g["goal"]: g["status"] for g in tables.goals({"table": "mnist", "rows": []})}
-    assert set(st3.values()) == {"not run"} and len(st3) == 2
-    # Architecture transfer: best geometric row; fashion unguided rows are not goals.
-    arch = [_flow("geometric_unguided", 0.88, thesis_table="arch_transfer"),
-            _flow("geometric_guided", 0.891, thesis_table="arch_transfer"),
-            _flow("normalized_unguided", 0.19, thesis_table="arch_transfer")]
-    sa = {g["goal"]: g for g in tables.goals({"table": "arch_transfer", "rows": arch})}
-    assert sa["784-32-10 transfer (geometric, best of unguided/guided)"]["status"] == "met"
-    assert sa["784-32-10 transfer (geometric, best of unguided/guided)"]["value"] == 0.891
-    assert sa["match or beat the thesis: geometric_unguided"]["status"] == "met"  # 0.88
-    assert sa["match or beat the thesis: normalized_unguided"]["status"] == "missed"
+    assert st["samples are not copies: geometric_aligned_ot"] == "met"
+    assert st["samples are not copies: geometric_aligned_ot"] == "met"
+    rows[0].update(loss_mean=0.31, ensemble_size=32)
+    st = _status(tables.get_table("mnist").goals, {"rows": rows})
+    assert st["MNIST geometric (aligned + OT) loss"] == "missed"
+    assert st["MNIST posterior predictive (geometric, aligned + OT)"] == "missed"  # 32 < 64
+    assert set(_status(tables.get_table("mnist").goals, {"rows": []}).values()) == {"not run"}
+    # With loss: the thesis split's breast-cancer goal also bounds the loss.
+    bc = [_r("geometric_plain", 0.985, loss=0.018, thesis_table="breast_cancer"),
+          _r("geometric_aligned", 0.985, loss=0.05, thesis_table="breast_cancer")]
+    st = _status((G.ThesisRows(0.01, loss=True),), {"rows": bc})
+    assert st["match or beat the thesis: geometric_plain"] == "met"
+    assert st["match or beat the thesis: geometric_aligned"] == "missed"   # 0.05 > 0.018
+
+
+def test_beat_target_best_of_finetune_and_not_copies():
+    rows = [_r("geometric_plain", 0.98, loss=0.05, med=1.5),
+            _r("geometric_aligned", 0.98, loss=0.07, med=0.9),
+            _r("euclidean_plain", 0.10, loss=2.0, med=5.0),
+            _r("target", 0.977, loss=0.06)]
+    st = _status((G.BeatTarget(("geometric_plain", "geometric_aligned", "euclidean_plain")),
+                  G.NotCopies()), {"rows": rows})
+    assert st["as good as the trained networks: geometric_plain"] == "met"
+    assert st["as good as the trained networks: geometric_aligned"] == "missed"
+    assert st["samples are not copies: geometric_plain"] == "met"          # 1.5 > 1.0
+    assert st["samples are not copies: geometric_aligned"] == "missed"     # 0.9 < 1.0
+    assert st["samples are not copies: euclidean_plain"].startswith("not meaningful")
+    assert _status((G.BeatTarget(("geometric_plain",)),), {"rows": rows[:1]}) == {
+        "as good as the trained networks: geometric_plain": "not run"}
+    arch = [_r("geometric_unguided", 0.88), _r("geometric_guided", 0.905)]
+    goal = G.BestOf(("geometric_unguided", "geometric_guided"), 0.90, "arch")
+    assert G.evaluate_goals((goal,), {"rows": arch})[0]["value"] == 0.905
+    assert _status((goal,), {"rows": arch}) == {"arch": "met"}
     arch[1]["acc_mean"] = 0.85
-    sa = {g["goal"]: g["status"] for g in tables.goals({"table": "arch_transfer",
-                                                          "rows": arch})}
-    assert sa["784-32-10 transfer (geometric, best of unguided/guided)"] == "missed"
-    fash = [_flow("geometric_unguided", 0.05, thesis_table="fashion_transfer"),
-            _flow("adam", 0.91, thesis_table="fashion_transfer")]
-    sf = [g["goal"] for g in tables.goals({"table": "fashion_transfer", "rows": fash})]
-    assert sf == ["match or beat the thesis: adam"]
+    assert _status((goal,), {"rows": arch}) == {"arch": "missed"}
+    assert _status((goal,), {"rows": []}) == {"arch": "not run"}
+    per = [{"epoch": e, "sampled_mean": s, "random_mean": r} for e, s, r in
+           ((0, 0.7, 0.1), (1, 0.8, 0.75), (2, 0.82, 0.8), (3, 0.83, 0.84))]
+    ft = {"rows": [], "extras": {"finetune": {"per_epoch": per}}}
+    g = G.evaluate_goals((G.FinetuneAhead((1, 2, 3)),), ft)[0]
+    assert g["status"] == "missed" and "epoch 3: -0.010" in g["value"]
+    assert _status((G.FinetuneAhead((1, 2)),), ft) == {
+        "fine-tuning from samples ahead of random init": "met"}
+    assert _status((G.FinetuneAhead(),), {"rows": []}) == {
+        "fine-tuning from samples ahead of random init": "not run"}
+
+
+def test_publish_chooses_float16_only_when_accuracy_is_unchanged(tmp_path):
+    x, y = data_lib.load("breast_cancer", "test")
+    rng = np.random.default_rng(0)
+    good = [(rng.standard_normal((3, 16, 30)).astype(np.float32),
+             rng.standard_normal((3, 16)).astype(np.float32)),
+            (rng.standard_normal((3, 2, 16)).astype(np.float32),
+             np.zeros((3, 2), np.float32))]
+    src = sampling_lib.save_samples_npz(str(tmp_path / "s.npz"), good)
+    info = publish.publish_samples(src, str(tmp_path / "out" / "a.npz"), "breast_cancer")
+    assert info["dtype"] == "float16" and info["max_acc_change_float16"] <= 1e-3
+    # Logits that tie up to float32 precision: float16 rounding flips predictions.
+    tie = [(w.copy(), b.copy()) for w, b in good]
+    tie[1][0][:, 1] = tie[1][0][:, 0] * (1 + 1e-4)
+    src2 = sampling_lib.save_samples_npz(str(tmp_path / "t.npz"), tie)
+    info2 = publish.publish_samples(src2, str(tmp_path / "out" / "b.npz"), "breast_cancer")
+    assert info2["dtype"] == "float32" and info2["max_acc_change_float16"] > 1e-3
+    np.testing.assert_array_equal(sampling_lib.load_samples_npz(info2["file"])[1][0], tie[1][0])
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.npz", "b.npz"]  # no temp files left
+    del x, y
 
 
 def test_render_markdown_of_synthetic_table():
-    rows = [dict(_flow("geometric_aligned_ot", 0.8123, med=1.5), label="Geo OT", diversity=0.001,
-                 ensemble_size=64, train_steps=400, wall_seconds=12.0, num=64)]
+    rows = [dict(_r("geometric_aligned_ot", 0.8123, med=1.5), label="Geo OT",
+                 diversity=0.001, train_steps=400, wall_seconds=12.0, num=64, model="mlp")]
     table = {"table": "mnist", "title": "t", "size": "cpu", "command": "python -m x",
-             "overrides": [["seed", 0]], "seeds": {"config.seed": 0},
+             "overrides": [["seed", 0]], "table_overrides": {"cpu": [["train.steps", 4]]},
+             "seeds": {"config.seed": 0},
              "hardware": {"backend": "cpu", "devices": ["cpu:0"]}, "git_commit": None,
              "date": "today", "wall_seconds": 3.0, "runs_dir": "r", "results_dir": "o",
              "selected_rows": ["geometric_aligned_ot"], "rows": rows,
@@ -296,30 +405,66 @@ def test_render_markdown_of_synthetic_table():
                                                     "loss_std": 0.2, "ensemble_acc": 0.6,
                                                     "sample_seconds": 2.0}]}},
              "goal_definitions": ["d"]}
-    table["goals"] = tables.goals(table)
-    md = tables.render_markdown(table)
+    table["goals"] = tables.table_goals(table)
+    md = render.render_markdown(table)
     cells = _md_row(md, "Geo OT")
-    assert cells[1:5] == ["0.812±0.010", "0.786±0.064", "0.500±0.100", "1.443±0.046"]
+    assert cells[1:6] == ["0.812±0.010", "mlp", "0.786±0.064", "0.500±0.100", "1.443±0.046"]
     assert "0.00100" in cells and "0.00093" in cells and "0.900 (k=64)" in cells
-    assert "0.940" in cells and "1.5 / 2 = 0.75" in cells and "400" in cells
+    assert "1.5 / 2 = 0.75" in cells and "400" in cells
     assert "| 8 | 0.500±0.100 | 1.000±0.200 | 0.600 | 2.0 |" in md
-    assert "git commit: `unknown`" in md and "2 of 4 goals met." in md
+    assert "the table's overrides at this size: `train.steps=4`" in md
+    assert "git commit: `unknown`" in md and "2 of 5 goals met." in md
+
+
+# A small table with the transfer, fine-tuning and Adam evaluators on breast cancer, so
+# that they run on real (size test) flows without the MNIST / Fashion-MNIST data.
+_BC_TRANSFER = Table(
+    name="bc_transfer_test", group="breast_cancer", title="test",
+    rows=(Row("geometric_unguided", "g", "transfer", FlowSpec("breast_cancer", "geometric"),
+              options={"task": "breast_cancer", "arch": "30-24-24-2", "guidance": 0.0}),
+          Row("geometric_guided", "gg", "transfer", FlowSpec("breast_cancer", "geometric"),
+              options={"task": "breast_cancer", "guidance": 0.1}),
+          Row("finetune", "ft", "finetune", FlowSpec("breast_cancer", "geometric"), extra=True,
+              options={"task": "breast_cancer", "guidance": 0.1}),
+          Row("adam", "Adam", "adam", options={"finetune_row": "finetune"})),
+    overrides={"test": (("model.name", "neuron_transformer"),)},
+    goals=(G.BestOf(("geometric_guided",), 0.0, "guided"), G.FinetuneAhead((1,))))
+
+
+def test_transfer_finetune_and_adam_rows_on_real_flows(tmp_path, monkeypatch):
+    monkeypatch.setitem(declarations.TABLES, _BC_TRANSFER.name, _BC_TRANSFER)
+    kw = dict(size="test", runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "res"),
+              progress=False)
+    table = tables.build_table(_BC_TRANSFER.name, **kw)
+    rows = {r["key"]: r for r in table["rows"]}
+    assert list(rows) == ["geometric_unguided", "geometric_guided", "adam"]
+    with np.load(rows["geometric_unguided"]["published"]["file"]) as z:
+        assert z["W0"].shape[1:] == (24, 30) and z["W1"].shape[1:] == (24, 24)
+    assert rows["geometric_guided"]["model"] == "neuron_transformer"
+    ft = table["extras"]["finetune"]
+    assert ft["seeds"] == [0, 1] and [p["epoch"] for p in ft["per_epoch"]] == [0, 1]
+    n = ft["networks"] * len(ft["seeds"])
+    assert np.asarray(ft["curves"]["sampled"]["test_accuracy"]).shape == (n, 2)
+    assert rows["adam"]["num"] == n
+    assert rows["adam"]["acc_mean"] == pytest.approx(ft["per_epoch"][-1]["random_mean"])
+    md = _md(table)
+    assert "## Training from sampled weights vs random init" in md and "seeds ahead" in md
+    assert {g["goal"] for g in table["goals"]} == {
+        "guided", "fine-tuning from samples ahead of random init"}
+    # Everything is cached: a rerun samples and fine-tunes nothing.
+    again = tables.build_table(_BC_TRANSFER.name, **kw)
+    assert all(r["reused"] for r in again["rows"])
+    assert again["extras"]["finetune"]["reused"]
 
 
 @pytest.mark.slow
 def test_breast_cancer_table_with_real_training(tmp_path):
-    """The same two flow rows trained for real (size test, ~1.5 min on 2 cores)."""
-    table = tables.build_table("breast_cancer", size="test", runs_dir=str(tmp_path / "runs"),
-                               results_dir=str(tmp_path / "res"),
-                               rows="geometric_aligned_ot,euclidean_plain,target",
-                               progress=False)
-    assert [r["key"] for r in table["rows"]] == ["euclidean_plain", "geometric_aligned_ot",
-                                                 "target"]
+    """Two flow rows trained for real (size test, ~1.5 min on 2 cores)."""
+    kw = dict(size="test", runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "res"),
+              rows="geometric_aligned_ot,euclidean_plain,target", progress=False)
+    table = tables.build_table("breast_cancer", **kw)
     for r in table["rows"][:2]:
         assert r["train_steps"] == 6 and 0.0 <= r["acc_mean"] <= 1.0
         assert r["novelty"]["l2_median"] > 0
-    again = tables.build_table("breast_cancer", size="test", runs_dir=str(tmp_path / "runs"),
-                               results_dir=str(tmp_path / "res"),
-                               rows="geometric_aligned_ot,euclidean_plain,target",
-                               progress=False)
+    again = tables.build_table("breast_cancer", **kw)
     assert all(r["reused"] for r in again["rows"][:2])

@@ -27,7 +27,7 @@ from weightflow_jax.tables.overrides import Overrides, apply_overrides
 
 __all__ = ["TrainFn", "MAX_CHECKPOINTS", "SPACING_QUERIES", "read_json", "cached",
            "row_config", "row_workdir", "reusable", "run_flow", "flow_version", "ZooContext",
-           "zoo_context", "row_novelty", "Context"]
+           "zoo_context", "novelty", "row_novelty", "Context"]
 
 TrainFn = Callable[..., dict]
 MAX_CHECKPOINTS = 20_000   # novelty: random subset of the aligned checkpoints
@@ -197,7 +197,8 @@ def zoo_context(config: ml_collections.ConfigDict, *, seed: int = 0,
     return ZooContext(zoo, ckpts, pre.reference, subset, spacing, x_test, y_test, int(seed))
 
 
-def _novelty(ctx: ZooContext, samples: mlp.Params) -> dict[str, Any]:
+def novelty(ctx: ZooContext, samples: mlp.Params) -> dict[str, Any]:
+    """Nearest aligned checkpoint of each of ``samples`` against ``ctx``'s spacing."""
     nearest = evaluation.nearest_checkpoint(samples, ctx.checkpoints, ctx.reference,
                                             canonical_mode="exact")
     out = evaluation.novelty_summary(nearest, ctx.spacing)
@@ -215,7 +216,7 @@ def row_novelty(ctx: ZooContext, workdir: str) -> dict[str, Any]:
 
     def compute():
         try:
-            return _novelty(ctx, sampling_lib.load_samples_npz(path))
+            return novelty(ctx, sampling_lib.load_samples_npz(path))
         except ValueError as e:  # e.g. non-finite samples
             return {"error": str(e)}
 

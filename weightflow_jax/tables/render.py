@@ -101,7 +101,7 @@ def _header(table: Mapping[str, Any]) -> list[str]:
             ", ".join(f"`{k}={v}`" for k, v in size_ov) if size_ov else "none"),
         "- command-line overrides: " + (", ".join(f"`{k}={v}`" for k, v in ov) if ov else
                                          "none"),
-        "- seeds: " + ", ".join(f"{k} = {v}" for k, v in table["seeds"].items()),
+        "- seeds: " + ", ".join(f"{k} = {v}" for k, v in sorted(table["seeds"].items())),
         f"- hardware: backend `{hw.get('backend')}`, {len(hw.get('devices', []))} device(s) "
         f"{', '.join(hw.get('devices', []))}; {hw.get('cpu_count')} CPUs; "
         f"{hw.get('platform')}; Python {hw.get('python')}, JAX {hw.get('jax')}",

@@ -19,7 +19,7 @@ from weightflow_jax.tables.context import Context, TrainFn
 from weightflow_jax.tables.overrides import standard_overrides
 from weightflow_jax.tables.spec import SIZES, Table
 
-__all__ = ["table_rows", "select_rows", "build_table", "goals"]
+__all__ = ["table_rows", "select_rows", "build_table", "table_goals"]
 
 
 def table_rows(name: str, size: str = "cpu") -> dict[str, str]:
@@ -55,7 +55,7 @@ def select_rows(name: str, rows: str | Sequence[str] | None, size: str = "cpu") 
     return chosen
 
 
-def goals(table: dict[str, Any]) -> list[dict[str, Any]]:
+def table_goals(table: dict[str, Any]) -> list[dict[str, Any]]:
     """The goals of a table dict (e.g. a saved ``results/<table>.json``), recomputed from
     its numbers with its declaration's goals."""
     return goals_lib.evaluate_goals(declarations.get_table(table["table"]).goals, table)
@@ -144,7 +144,7 @@ def build_table(name: str, *, size: str = "cpu", runs_dir: str = "runs/tables",
         "rows": row_dicts, "extras": extras,
         "goal_definitions": [g.definition for g in table.goals],
     }
-    result["goals"] = goals(result)
+    result["goals"] = table_goals(result)
     result["plots"] = render.plot_table(result) if write else []
     result["wall_seconds"] = time.time() - t0
     if write:
