@@ -245,7 +245,7 @@ def plot_table(table: Mapping[str, Any]) -> list[str]:
     if "finetune" in ex:
         paths.append(evaluation.plot_finetune_curves(
             os.path.join(out_dir, "finetune_curves.png"), ex["finetune"]["curves"],
-            title=f"Training on {ex['finetune']['task']}: from samples vs random init"))
+            title=f"{ex['finetune']['task']}: from samples vs random init"))
     return paths
 
 
