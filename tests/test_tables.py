@@ -370,7 +370,6 @@ def test_beat_target_best_of_finetune_and_not_copies():
 
 
 def test_publish_chooses_float16_only_when_accuracy_is_unchanged(tmp_path):
-    x, y = data_lib.load("breast_cancer", "test")
     rng = np.random.default_rng(0)
     good = [(rng.standard_normal((3, 16, 30)).astype(np.float32),
              rng.standard_normal((3, 16)).astype(np.float32)),
@@ -387,7 +386,6 @@ def test_publish_chooses_float16_only_when_accuracy_is_unchanged(tmp_path):
     assert info2["dtype"] == "float32" and info2["max_acc_change_float16"] > 1e-3
     np.testing.assert_array_equal(sampling_lib.load_samples_npz(info2["file"])[1][0], tie[1][0])
     assert sorted(os.listdir(tmp_path / "out")) == ["a.npz", "b.npz"]  # no temp files left
-    del x, y
 
 
 def test_render_markdown_of_synthetic_table():

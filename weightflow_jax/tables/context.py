@@ -259,8 +259,10 @@ class Context:
         return row_config(flow.task, flow.kind, flow.variant, self.size,
                           self.flow_overrides(flow))
 
-    def workdir(self, flow: spec_lib.FlowSpec) -> str:
-        cfg = self.config(flow)
+    def workdir(self, flow: spec_lib.FlowSpec,
+                config: ml_collections.ConfigDict | None = None) -> str:
+        """The flow's run directory (``config``: its :meth:`config`, if already built)."""
+        cfg = self.config(flow) if config is None else config
         own = str(_base_config(flow.task, flow.kind, self.size).model.name)
         model = None if str(cfg.model.name) == own else str(cfg.model.name)
         return row_workdir(self.runs_dir, self.table.group, self.size, flow.kind,
@@ -268,10 +270,10 @@ class Context:
 
     def flow(self, flow: spec_lib.FlowSpec) -> dict[str, Any]:
         """Trains or reuses ``flow`` (once per table run)."""
-        wd = self.workdir(flow)
+        cfg = self.config(flow)
+        wd = self.workdir(flow, cfg)
         if wd not in self.cache:
-            self.cache[wd] = run_flow(self.config(flow), wd, train_fn=self.train_fn,
-                                      progress=self.progress)
+            self.cache[wd] = run_flow(cfg, wd, train_fn=self.train_fn, progress=self.progress)
         return self.cache[wd]
 
     def reference_flow(self) -> spec_lib.FlowSpec:

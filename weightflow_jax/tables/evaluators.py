@@ -77,10 +77,11 @@ def stats_row(row: Row, ev: Mapping[str, Any], **extra) -> dict[str, Any]:
 
 def _print_row(table: str, row: Mapping[str, Any]) -> None:
     how = "reused" if row.get("reused") else "computed"
-    secs = row.get("row_seconds")
+    if row.get("row_seconds") is not None:
+        how += f", {row['row_seconds']:.1f} s"
+    loss = "–" if row["loss_mean"] is None else f"{row['loss_mean']:.3f}"
     print(f"[{table}] {row['key']:<26s} {row['label']}: acc {row['acc_mean']:.3f}"
-          f"±{(row['acc_std'] or 0):.3f} loss {row['loss_mean'] if row['loss_mean'] is None else round(row['loss_mean'], 3)} ({how}"
-          + (f", {secs:.1f} s" if secs is not None else "") + ")", flush=True)
+          f"±{row['acc_std'] or 0:.3f} loss {loss} ({how})", flush=True)
 
 
 @register("flow")
@@ -352,7 +353,7 @@ def adam_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
                          f"{', '.join(map(str, ft['seeds']))}")
     out.update(diversity=None, ensemble_acc=None)
     _print_row(ctx.table.name, out)
-    return out, {"finetune": ft} if src.key in ctx.rows else {}
+    return out, {}  # the curves section belongs to the finetune row (when selected)
 
 
 def run_rows(ctx: ctx_lib.Context, rows: Sequence[Row]) -> tuple[list[dict], dict]:

@@ -110,7 +110,6 @@ class Table:
       dataset: a data set other than the config's (``zoo.dataset``), with its own zoo
         directory ``<zoo root>/<dataset>_<size>``.
       description: a paragraph for the results file (what the table is, how it was sized).
-      finetune: settings of a ``finetune`` row per size (epochs, networks, seeds).
     """
 
     name: str
