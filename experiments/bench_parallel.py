@@ -1,6 +1,6 @@
 """Benchmark: data-parallel scaling of the flow train step over N devices vs 1.
 
-Runs the flow's real train step (:func:`weightflow_jax.pipeline.make_loss_fn` — time draw,
+Runs the flow's real train step (:func:`weightflow_jax.train.recipe.make_loss_fn` — time draw,
 geodesic interpolation, relational transformer, CFM loss — inside
 :func:`weightflow_jax.train.make_train_step`: one ``jax.jit`` over a 1-D data mesh,
 parameters replicated, the batch sharded along its leading axis) with the same global batch
@@ -86,7 +86,8 @@ def run_child(args: argparse.Namespace) -> dict:
     import jax
 
     from configs.common import get_base_config
-    from weightflow_jax import flows, mlp, pipeline, train as train_lib
+    from weightflow_jax import flows, train as train_lib
+    from weightflow_jax.train import recipe
 
     n_dev = args.num_devices
     devices = jax.devices()
@@ -104,12 +105,11 @@ def run_child(args: argparse.Namespace) -> dict:
                 config.model.rt[field] = value
     key = jax.random.key(args.seed)
     k_init, k_state, k_x0, k_x1 = jax.random.split(key, 4)
-    space = flows.FlowSpace(str(config.flow.kind), mlp.parse_arch(str(config.zoo.arch)),
-                            str(config.flow.canonical_mode))
-    run = pipeline.build_flow(config, space, k_init)
-    optimizer = pipeline.make_optimizer(config)
+    space = recipe.flow_space(config)
+    run = recipe.build_flow(config, space, k_init)
+    optimizer = recipe.make_optimizer(config)
     mesh = train_lib.make_mesh(devices[:n_dev])
-    step = train_lib.make_train_step(pipeline.make_loss_fn(run), optimizer, mesh)
+    step = train_lib.make_train_step(recipe.make_loss_fn(run), optimizer, mesh)
     state = train_lib.create_train_state(run.variables["params"], optimizer, k_state)
     state = train_lib.replicate(state, mesh)
 

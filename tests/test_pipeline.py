@@ -10,6 +10,7 @@ import pytest
 
 from configs import breast_cancer_geometric
 from weightflow_jax import flows, pipeline, train as train_lib
+from weightflow_jax.train import recipe
 from weightflow_jax.geometry import product
 
 # One hidden neuron: no permutation symmetry, so "near a cluster" needs no alignment.
@@ -147,7 +148,7 @@ def test_train_command_end_to_end(tmp_path):
     with pytest.raises(ValueError, match="no trained flow"):
         pipeline.load_flow(str(tmp_path / "empty"))
     # A standardizing field's run without its statistics file is refused, saying why.
-    os.remove(os.path.join(workdir, pipeline.STATS_FILE))
+    os.remove(os.path.join(workdir, recipe.STATS_FILE))
     with pytest.raises(ValueError, match="no field_stats.npz"):
         pipeline.load_flow(workdir)
 
@@ -156,8 +157,8 @@ def test_mlp_field_refuses_other_architectures(tmp_path):
     config = _toy_config(steps=4, model="mlp")
     space = flows.FlowSpace("geometric", SIZES)
     _, coords = _clusters(jax.random.key(1), space, n=32)
-    run = pipeline.build_flow(config, space, jax.random.key(0),
-                              pipeline.fit_field_stats(config, coords))
+    run = recipe.build_flow(config, space, jax.random.key(0),
+                            recipe.fit_field_stats(config, coords))
     with pytest.raises(ValueError, match="'mlp' is not permutation-equivariant.*3-1-2.*3-4-2"
                        ".*compact_rt"):
         pipeline.flow_space_for(run, "3-4-2")
@@ -173,7 +174,7 @@ def test_run_from_before_fields_by_name_loads(tmp_path):
     _, coords = _clusters(jax.random.key(2), space, n=32)
     old = str(tmp_path / "old")
     run, _ = pipeline.train_flow(config, old, space, coords, progress=False)
-    os.remove(os.path.join(old, pipeline.STATS_FILE))
+    os.remove(os.path.join(old, recipe.STATS_FILE))
     cfg = json.load(open(os.path.join(old, "config.json")))
     rt_block = cfg["model"]["rt"]
     assert rt_block["standardize"] == "none"
@@ -192,27 +193,8 @@ def test_run_from_before_fields_by_name_loads(tmp_path):
         pipeline.load_flow(old)
 
 
-def test_batch_fn_pair_alignment_shortens_pairs_and_reports_for_mlp():
-    space = flows.FlowSpace("geometric", (3, 4, 2))
-    _, coords = _clusters(jax.random.key(3), space, n=64, noise=0.3)
-    costs = {}
-    for mode in ("none", "weight_matching"):
-        config = _toy_config(steps=4, model="compact_rt")
-        with config.unlocked():
-            config.zoo.arch = "3-4-2"
-            config.flow.pair_alignment = mode
-        run = pipeline.build_flow(config, space, jax.random.key(0),
-                                  pipeline.fit_field_stats(config, coords))
-        batch = pipeline.make_batch_fn(run, coords, jax.random.key(1))(0)
-        costs[mode] = float(flows.mean_pair_cost(space, batch["x0"], batch["x1"]))
-    assert costs["weight_matching"] < costs["none"]
-    bad = _toy_config(steps=4)
-    with bad.unlocked():
-        bad.flow.pair_alignment = "sorting"
-    run = pipeline.build_flow(bad, flows.FlowSpace("geometric", SIZES), jax.random.key(0))
-    with pytest.raises(ValueError, match="unknown pair_alignment 'sorting'"):
-        pipeline.make_batch_fn(run, coords, jax.random.key(1))
-    # The report of a non-equivariant field says what pair alignment cannot do for it.
+def test_report_says_what_pair_alignment_cannot_do_for_mlp():
+    """The report of a non-equivariant field says what pair alignment cannot do for it."""
     mlp_cfg = _toy_config(steps=4, model="mlp")
     with mlp_cfg.unlocked():
         mlp_cfg.flow.pair_alignment = "weight_matching"

@@ -2,7 +2,9 @@
 
 :func:`train_and_evaluate` is what ``python -m experiments.train --config=...`` calls; it is
 importable and runs with a shrunken config in the tests. :func:`load_flow` reopens a
-finished (or checkpointed) run for sampling.
+finished (or checkpointed) run for sampling. This module is the story only: the training
+recipe it calls (the field, optimizer + schedule + EMA, CFM loss, coupled batches, the
+field's statistics) is :mod:`weightflow_jax.train.recipe`.
 
 A workdir holds: ``config.json``, orbax checkpoints, ``metrics.jsonl`` + TensorBoard event
 files, ``samples.npz`` (plain weights ``W0, b0, ...``) with ``samples.json`` (their evaluation),
@@ -13,7 +15,6 @@ files, ``samples.npz`` (plain weights ``W0, b0, ...``) with ``samples.json`` (th
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import importlib.metadata
 import os
@@ -23,62 +24,28 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from weightflow_jax import data as data_lib
 from weightflow_jax import atomic, evaluation, flows, mlp, zoo as zoo_lib
 from weightflow_jax import models as models_lib
 from weightflow_jax import sampling as sampling_lib
 from weightflow_jax import train as train_lib
-from weightflow_jax.flows import field
 from weightflow_jax.symmetry import Canonical
+from weightflow_jax.train.recipe import (STATS_FILE, FlowRun, build_flow, ema_decay,
+                                         fit_field_stats, flow_space, load_field_stats,
+                                         make_batch_fn, make_optimizer, make_training,
+                                         sampling_variables, save_field_stats)
 
-__all__ = ["FlowRun", "default_workdir", "prepare_data", "build_flow", "make_loss_fn",
-           "make_batch_fn", "train_flow", "train_and_evaluate", "load_flow", "flow_space_for",
-           "sample_networks", "evaluate_networks", "sample_and_evaluate", "lock_file_info",
-           "LOCK_FILE"]
-
-
-@dataclasses.dataclass
-class FlowRun:
-    """A flow ready to train or sample: its space, field, variables and config.
-
-    ``variables`` are the ones sampling uses: the EMA of the parameters when the run keeps
-    one (``config.train.ema_decay > 0``), else the parameters.
-    """
-
-    config: ml_collections.ConfigDict
-    space: flows.FlowSpace
-    field: models_lib.Field
-    variables: Any
-
-    @property
-    def model(self) -> models_lib.Field:
-        """The field (older name)."""
-        return self.field
-
-    @property
-    def stats(self) -> models_lib.Standardizer:
-        return self.field.stats
-
-    def predict_fn(self, space: flows.FlowSpace | None = None):
-        """``(x_batch, t) -> raw output`` for sampling, optionally on another architecture."""
-        if space is not None:
-            self.field.check_sizes(space.sizes)
-        return lambda x, t: self.field.apply(self.variables, x, t)
+__all__ = ["default_workdir", "prepare_data", "train_flow", "train_and_evaluate", "load_flow",
+           "flow_space_for", "sample_networks", "evaluate_networks", "sample_and_evaluate",
+           "upgrade_config", "lock_file_info", "LOCK_FILE"]
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> str:
     """``config.workdir`` or ``runs/<name>_<size>``."""
     return str(config.workdir) or os.path.join("runs", f"{config.name}_{config.size}")
-
-
-def _flow_space(config) -> flows.FlowSpace:
-    return flows.FlowSpace(str(config.flow.kind), mlp.parse_arch(str(config.zoo.arch)),
-                           str(config.flow.canonical_mode))
 
 
 def prepare_data(config: ml_collections.ConfigDict, *, progress: bool = True):
@@ -87,7 +54,7 @@ def prepare_data(config: ml_collections.ConfigDict, *, progress: bool = True):
     ``coords`` is a host :class:`Canonical` with a leading snapshot axis: aligned raw weights
     for the euclidean flow, canonical coordinates for the others.
     """
-    space = _flow_space(config)
+    space = flow_space(config)
     path = zoo_lib.build_zoo(config.zoo, progress=progress)
     zoo = zoo_lib.load_zoo(path)
     if zoo.layer_sizes != space.sizes:
@@ -102,136 +69,6 @@ def prepare_data(config: ml_collections.ConfigDict, *, progress: bool = True):
     else:
         coords = pre.canonical
     return space, coords, zoo, pre
-
-
-STATS_FILE = "field_stats.npz"
-
-
-def build_flow(config: ml_collections.ConfigDict, space: flows.FlowSpace, key: jax.Array,
-               stats: models_lib.Standardizer | None = None) -> FlowRun:
-    """The field named ``config.model.name`` for ``space`` and freshly initialised variables.
-
-    Args:
-      stats: the field's standardization statistics (:func:`fit_field_stats`); ``None``
-        uses neutral ones (mean 0, std 1) — for benchmarks without a training set.
-    """
-    if stats is None:
-        stats = models_lib.Standardizer.neutral(models_lib.stats_mode(config.model),
-                                                space.sizes, space.has_scale)
-    fld = field.make_field(config.model, space, str(config.flow.parameterization), stats)
-    variables = fld.init(key)
-    return FlowRun(config, space, fld, variables)
-
-
-def fit_field_stats(config: ml_collections.ConfigDict,
-                    coords: Canonical) -> models_lib.Standardizer:
-    """Standardization statistics of the training ``coords`` for the configured field."""
-    return field.fit_stats(config.model, coords)
-
-
-def save_field_stats(workdir: str, stats: models_lib.Standardizer) -> None:
-    """Writes ``workdir/field_stats.npz`` atomically."""
-    atomic.savez(os.path.join(workdir, STATS_FILE), **stats.to_npz_dict())
-
-
-def load_field_stats(workdir: str) -> models_lib.Standardizer | None:
-    """The statistics stored with a run, or ``None`` when it has none."""
-    path = os.path.join(workdir, STATS_FILE)
-    if not os.path.exists(path):
-        return None
-    with np.load(path, allow_pickle=False) as d:
-        return models_lib.Standardizer.from_npz_dict({k: d[k] for k in d.files})
-
-
-SCHEDULES = ("constant", "cosine")
-
-
-def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Linear warm-up, then constant or cosine decay to ``min_lr_ratio * learning_rate``."""
-    t = config.train
-    lr, warm = float(t.learning_rate), max(int(t.warmup_steps), 1)
-    kind = str(t.get("schedule", "constant"))
-    if kind == "constant":
-        return optax.linear_schedule(0.0, lr, warm)
-    if kind == "cosine":
-        total = max(int(t.steps), warm + 1)
-        return optax.warmup_cosine_decay_schedule(
-            0.0, lr, warm, total, end_value=lr * float(t.get("min_lr_ratio", 0.0)))
-    raise ValueError(f"unknown train.schedule {kind!r}; choose one of {SCHEDULES}")
-
-
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam(W) with the configured schedule (:func:`make_schedule`) and gradient clipping."""
-    t = config.train
-    return optax.chain(optax.clip_by_global_norm(float(t.grad_clip)),
-                       optax.adamw(make_schedule(config), weight_decay=float(t.weight_decay)))
-
-
-def ema_decay(config: ml_collections.ConfigDict) -> float | None:
-    """``config.train.ema_decay`` as the train step wants it (``None`` = no EMA)."""
-    d = float(config.train.get("ema_decay", 0.0))
-    if not 0.0 <= d < 1.0:
-        raise ValueError(f"train.ema_decay={d} must be in [0, 1) (0 = no EMA)")
-    return d or None
-
-
-def make_loss_fn(run: FlowRun):
-    """``loss_fn(params, batch, rng) -> (loss, metrics)`` for :func:`train.make_train_step`.
-
-    ``batch = {"x0": Canonical, "x1": Canonical}`` with a leading batch axis (already
-    coupled); times are drawn inside from ``rng``.
-    """
-    cfg = run.config.flow
-    space = run.space
-    param = str(cfg.parameterization)
-
-    def loss_fn(params, batch, rng):
-        x0, x1 = batch["x0"], batch["x1"]
-        n = x0.layers[0][0].shape[0]
-        t = flows.sample_time(rng, (n,), str(cfg.time_distribution), float(cfg.time_a),
-                              float(cfg.time_b))
-        xt = jax.vmap(lambda a, b, s: flows.interpolate(space, a, b, s))(x0, x1, t)
-        pred = run.field.apply({"params": params}, xt, t)
-        losses = jax.vmap(lambda p, a, b, c, s: flows.cfm_loss(space, p, a, b, c, s, param))(
-            pred, x0, x1, xt, t)
-        return jnp.mean(losses), {"t_mean": jnp.mean(t)}
-
-    return loss_fn
-
-
-def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array):
-    """``batch_fn(step)``: a coupled batch that depends only on ``step`` (resumable).
-
-    With ``flow.pair_alignment="weight_matching"`` every chosen target is then permuted to
-    match its prior draw (:func:`weightflow_jax.flows.align_pairs`).
-    """
-    cfg, tcfg = run.config.flow, run.config.train
-    space = run.space
-    n_data = int(coords.layers[0][0].shape[0])
-    bsz = int(tcfg.batch_size)
-    std = float(cfg.prior_std)
-    prior = jax.jit(lambda k: jax.vmap(lambda kk: flows.sample_prior(kk, space, std))(
-        jax.random.split(k, bsz)))
-    seed = int(run.config.seed)
-    pair_alignment = flows.check_pair_alignment(str(cfg.get("pair_alignment", "none")))
-
-    def batch_fn(step: int):
-        rng = np.random.default_rng((seed, 7, int(step)))
-        idx = rng.choice(n_data, size=bsz, replace=n_data < bsz)
-        x1 = jax.tree.map(lambda a: a[idx], coords)
-        k = jax.random.fold_in(key, int(step))
-        x0 = prior(k)
-        x1 = flows.couple(str(cfg.coupling), jax.random.fold_in(k, 1), space, x0, x1,
-                          float(cfg.sinkhorn_epsilon))
-        if pair_alignment == "weight_matching":
-            x1, _ = flows.align_pairs(space, x0, x1)
-        return {"x0": x0, "x1": x1}
-
-    return batch_fn
-
-
-def _host_params(params) -> list:
-    return [(np.asarray(w), np.asarray(b)) for w, b in params]
 
 
 def flow_space_for(run: FlowRun, arch: str | None = None) -> flows.FlowSpace:
@@ -356,13 +193,7 @@ def train_flow(config: ml_collections.ConfigDict, workdir: str, space: flows.Flo
     os.makedirs(workdir, exist_ok=True)
     save_field_stats(workdir, stats)
     run = build_flow(config, space, k_init, stats)
-    optimizer = make_optimizer(config)
-    decay = ema_decay(config)
-    state = train_lib.create_train_state(run.variables["params"], optimizer, k_state,
-                                         ema=decay is not None)
-    mesh = train_lib.make_mesh()
-    step = train_lib.make_train_step(make_loss_fn(run), optimizer, mesh, ema_decay=decay,
-                                     ema_warmup=True)
+    state, step, mesh = make_training(run, k_state)
     batch_fn = make_batch_fn(run, coords, k_data)
     t = config.train
     state, summary = train_lib.train_loop(
@@ -372,12 +203,6 @@ def train_flow(config: ml_collections.ConfigDict, workdir: str, space: flows.Flo
         hooks=hooks)
     run.variables = sampling_variables(state)
     return run, summary
-
-
-def sampling_variables(state: train_lib.TrainState) -> dict:
-    """``{"params": ...}`` for sampling: the EMA parameters when kept, else the parameters."""
-    params = state.ema_params if state.ema_params is not None else state.params
-    return {"params": jax.tree.map(jnp.asarray, jax.device_get(params))}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = None, *,
@@ -559,7 +384,7 @@ def load_flow(workdir: str) -> FlowRun:
                          "python -m experiments.train --config=... --workdir=" + workdir)
     cfg_dict, _ = upgrade_config(train_lib.load_config(workdir))
     config = ml_collections.ConfigDict(cfg_dict)
-    space = _flow_space(config)
+    space = flow_space(config)
     stats = load_field_stats(workdir)
     mode = models_lib.stats_mode(config.model)
     if stats is None:
