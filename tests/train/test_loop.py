@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.train import _toy
-from tests.train.test_metrics import read_events
+from tests.train.test_metric_log import read_events
 from weightflow_jax import train
 
 MESH1 = train.make_mesh(jax.devices()[:1])

@@ -6,15 +6,15 @@
   and geodesic in canonical coordinates) against the spacing between checkpoints.
 * :mod:`.baselines` — checkpoints, checkpoints + calibrated Gaussian noise, trained ensembles.
 * :mod:`.finetune` — fine-tuning curves from given weights vs random init (vmapped optax).
-* :mod:`.plots` — PNG figures (Agg canvas); :mod:`.tables` — markdown ``mean±std`` tables.
-* :mod:`.evaluators` — small objects with ``run(params) -> dict``.
+* :mod:`.plots` — PNG figures (Agg canvas); :mod:`.markdown` — markdown ``mean±std`` tables.
+* :mod:`.network_evaluators` — small objects with ``run(params) -> dict``.
 
 Networks are a batch of plain MLP weights: list of ``(W (N, out, in), b (N, out))``.
 """
 
 from weightflow_jax.evaluation.baselines import (
     baseline_sets, final_checkpoints, noisy_checkpoints, random_checkpoints)
-from weightflow_jax.evaluation.evaluators import (
+from weightflow_jax.evaluation.network_evaluators import (
     AccuracyEvaluator, DiversityEvaluator, EnsembleEvaluator, FinetuneEvaluator,
     NoveltyEvaluator)
 from weightflow_jax.evaluation.finetune import (
@@ -28,7 +28,7 @@ from weightflow_jax.evaluation.novelty import (
 from weightflow_jax.evaluation.plots import (
     plot_accuracy_histograms, plot_ensemble_curve, plot_finetune_curves,
     plot_steps_vs_accuracy, save_figure)
-from weightflow_jax.evaluation.tables import (
+from weightflow_jax.evaluation.markdown import (
     format_mean_std, format_value, markdown_table, results_table)
 
 __all__ = [

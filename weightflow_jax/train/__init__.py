@@ -13,6 +13,10 @@ Typical use (see each function's docstring)::
 
 ``batch_fn(step)`` must be pure in ``step`` (see :mod:`weightflow_jax.train.loop`) so that a
 resumed run sees the same batches as one that never stopped.
+
+The flows' own training recipe (field, optimizer + schedule + EMA, CFM loss, coupled
+batches) is :mod:`weightflow_jax.train.recipe`; it imports flows and models, so it is not
+imported here (``from weightflow_jax.train import recipe``).
 """
 
 from weightflow_jax.train.checkpoint import (DEFAULT_SAFE_FIELDS, CheckpointStore,
@@ -23,7 +27,7 @@ from weightflow_jax.train.checkpoint import (DEFAULT_SAFE_FIELDS, CheckpointStor
 from weightflow_jax.train.distributed import maybe_initialize_distributed
 from weightflow_jax.train.loop import (NonFiniteLossError, StopTraining, TrainSummary,
                                        peak_rss_mb, train_loop)
-from weightflow_jax.train.metrics import MetricWriter, ProgressBar, read_metrics
+from weightflow_jax.train.metric_log import MetricWriter, ProgressBar, read_metrics
 from weightflow_jax.train.state import TrainState, create_train_state, replicate
 from weightflow_jax.train.step import (DATA_AXIS, TrainStep, batch_sharding, make_mesh,
                                        make_train_step, replicated_sharding, shard_batch)

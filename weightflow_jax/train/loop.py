@@ -37,7 +37,7 @@ import numpy as np
 
 from weightflow_jax.train.checkpoint import (DEFAULT_SAFE_FIELDS, CheckpointStore,
                                              check_config_compatible, save_config)
-from weightflow_jax.train.metrics import MetricWriter, ProgressBar
+from weightflow_jax.train.metric_log import MetricWriter, ProgressBar
 from weightflow_jax.train.state import TrainState, replicate
 from weightflow_jax.train.step import make_mesh, shard_batch
 
