@@ -3,25 +3,23 @@
 * :class:`Field` — the common interface (``init``, ``apply(variables, coords, t)``,
   ``check_sizes``); :func:`build_field` builds one from ``config.model``
   (:mod:`.registry`).
-* ``rt`` (:mod:`.rt`) — the thesis's relational transformer over the full neural graph
-  (:class:`VectorField`); ``compact_rt`` (:mod:`.compact_rt`) — the same layers on the
-  compact graph without input-neuron nodes; ``neuron_transformer``
-  (:mod:`.neuron_transformer`) — a wide transformer over hidden-neuron tokens (equivariant,
-  runs on other hidden widths); ``mlp`` (:mod:`.flat_mlp`) — a residual MLP over the
-  flattened, standardized coordinates.
-* :class:`Standardizer` — per-layer / per-coordinate feature standardization.
-* :class:`RTLayer` — one relational-transformer layer (sparse and dense evaluation).
+* One module per field, named after it: ``rt`` (:mod:`.rt`, field and model) — the thesis's
+  relational transformer over the full neural graph (:class:`VectorField`); ``compact_rt``
+  (:mod:`.compact_rt`) — the same layers on the compact graph without input-neuron nodes;
+  ``neuron_transformer`` (:mod:`.neuron_transformer`) — a wide transformer over
+  hidden-neuron tokens (equivariant, runs on other hidden widths); ``mlp``
+  (:mod:`.flat_mlp`, so named beside :mod:`weightflow_jax.mlp`, the MLP weights module) — a
+  residual MLP over the flattened, standardized coordinates.
+* :mod:`.layers` — what the fields share: :class:`RTLayer` (one relational-transformer
+  layer, sparse and dense evaluation) and its scanned blocks, :func:`sinusoidal_embedding`.
+* :mod:`.base` — :class:`Field`, :class:`CoordSpec`, :class:`Standardizer` (per-layer /
+  per-coordinate feature standardization).
 """
 
 from weightflow_jax.models.base import (STANDARDIZE_MODES, CoordSpec, Field, Standardizer,
                                         fourier_features)
-from weightflow_jax.models.relational_transformer import RTLayer, segment_softmax
-from weightflow_jax.models.vector_field import (
-    ATTENTION_MODES,
-    VectorField,
-    apply_to_mlp,
-    sinusoidal_embedding,
-)
+from weightflow_jax.models.layers import RTLayer, segment_softmax, sinusoidal_embedding
+from weightflow_jax.models.rt import ATTENTION_MODES, VectorField, apply_to_mlp
 from weightflow_jax.models.registry import (MODELS, build_field, default_model_config,
                                             get_module, stats_mode)
 

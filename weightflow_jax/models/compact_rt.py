@@ -44,8 +44,8 @@ import numpy as np
 from weightflow_jax import mlp
 from weightflow_jax.models.base import (GRAPH_STANDARDIZE, CoordSpec, ModuleField,
                                         Standardizer, fourier_features, graph_stats_mode)
-from weightflow_jax.models.vector_field import (EMBED_STD, _scan_blocks, _SparseBlock,
-                                                sinusoidal_embedding)
+from weightflow_jax.models.layers import (EMBED_STD, _scan_blocks, _SparseBlock,
+                                          sinusoidal_embedding)
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["CompactRT", "CompactRTField", "compact_structure", "default_config", "build",

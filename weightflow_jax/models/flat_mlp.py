@@ -27,7 +27,7 @@ import ml_collections
 
 from weightflow_jax.models.base import (CoordSpec, Field, Standardizer, _flat, _unflat,
                                         num_coords)
-from weightflow_jax.models.vector_field import sinusoidal_embedding
+from weightflow_jax.models.layers import sinusoidal_embedding
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["FlatMLP", "FlatMLPField", "default_config", "build", "stats_mode"]

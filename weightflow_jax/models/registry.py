@@ -4,6 +4,9 @@ Each field lives in its own module with three functions: ``default_config()`` (i
 block, ``config.model.<name>``), ``stats_mode(cfg)`` (the standardization it needs) and
 ``build(cfg, spec, stats) -> Field``. Adding a field is one module plus one line in
 :data:`MODELS`; flows, training and sampling only see :class:`~weightflow_jax.models.Field`.
+A field's module is ``models/<name>.py``, except ``mlp``: ``models/flat_mlp.py`` (the name
+``mlp.py`` is :mod:`weightflow_jax.mlp`, the MLP weights); layers the fields share are in
+:mod:`weightflow_jax.models.layers`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,13 @@
-"""Relational-transformer layer (Diao & Loynd 2023; Kofinas et al. 2024) on neural graphs.
+"""Layers the fields share: the relational-transformer layer, its scanned blocks, time features.
+
+* :class:`RTLayer`, :func:`segment_softmax` — one relational-transformer layer (below), used
+  by ``rt`` (:mod:`.rt`) and ``compact_rt`` (:mod:`.compact_rt`); ``_SparseBlock`` /
+  ``_DenseBlock`` (one scanned layer plus the global-state update) and ``_scan_blocks``
+  stack it.
+* :func:`sinusoidal_embedding` (time features) and :data:`EMBED_STD` (init std of learned
+  embeddings) — used by every field.
+
+Relational-transformer layer (Diao & Loynd 2023; Kofinas et al. 2024) on neural graphs.
 
 A layer updates node states ``h_i`` and *directed pair* states ``e_ij`` (the state node ``i``
 uses when it attends to node ``j``)::
@@ -30,11 +39,17 @@ With the dense mask restricted to the real edges the two modes compute the same 
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["RTLayer", "segment_softmax"]
+__all__ = ["RTLayer", "segment_softmax", "sinusoidal_embedding", "EMBED_STD"]
+
+# Init std of the learned positional / direction / no-edge embeddings: the scale of the
+# weights themselves (thesis prior std 0.1), so the embeddings do not drown the weight signal.
+EMBED_STD = 0.1
 
 _NEG = -1e30
 
@@ -178,3 +193,83 @@ class RTLayer(nn.Module):
              + self.edge_bias)
         e = self.ln_edge(e + self.edge_mlp_out(nn.gelu(u)))
         return h, e
+
+
+def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0,
+                         scale: float = 1000.0) -> jax.Array:
+    """Transformer-style sinusoidal features of ``t`` (meant for ``t`` in ``[0, 1]``).
+
+    Args:
+      t: ``(G,)`` times.
+      dim: even number of features.
+      max_period, scale: frequencies ``scale * max_period^(-k / (dim/2))``.
+
+    Returns:
+      ``(G, dim)``: ``[sin(f t), cos(f t)]``.
+    """
+    if dim % 2:
+        raise ValueError(f"time embedding dim must be even, got {dim}")
+    half = dim // 2
+    freqs = scale * jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = jnp.asarray(t, jnp.float32)[:, None] * freqs[None, :]
+    return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+class _Block(nn.Module):
+    """One RT layer plus (when globals are present) the global-state update; scanned."""
+
+    width: int
+    num_heads: int
+    mlp_ratio: int
+    has_globals: bool
+
+    def setup(self):
+        d = self.width
+        self.rt = RTLayer(d, self.num_heads, self.mlp_ratio, name="rt")
+        if self.has_globals:
+            self.global_mlp_in = nn.Dense(2 * d, name="global_mlp_in")
+            self.global_mlp_out = nn.Dense(d, name="global_mlp_out")
+            self.global_ln = nn.LayerNorm(name="global_ln")
+
+    def _update_globals(self, gs: jax.Array, pooled: jax.Array) -> jax.Array:
+        u = self.global_mlp_in(jnp.concatenate([gs, pooled], axis=-1))
+        return self.global_ln(gs + self.global_mlp_out(nn.gelu(u)))
+
+
+class _SparseBlock(_Block):
+    """Scanned block, sparse mode: carry ``(h (N, D), e (2E, D), gs (G, D) | None)``."""
+
+    def __call__(self, carry, consts):
+        h, e, gs = carry
+        temb, node_graph, node_w, recv, send, msg_mask = consts
+        cond = temb if gs is None else temb + gs
+        h, e = self.rt.sparse(h, e, cond, node_graph, recv, send, msg_mask)
+        if gs is not None:
+            g_n = gs.shape[0]
+            s = jax.ops.segment_sum(h * node_w, node_graph, g_n)
+            c = jax.ops.segment_sum(node_w, node_graph, g_n)
+            gs = self._update_globals(gs, s / jnp.maximum(c, 1.0))
+        return (h, e, gs), None
+
+
+class _DenseBlock(_Block):
+    """Scanned block, dense mode: carry ``(h (G, M, D), e (G, M, M, D), gs | None)``."""
+
+    def __call__(self, carry, consts):
+        h, e, gs = carry
+        temb, attn_mask, slot_w = consts
+        cond = temb if gs is None else temb + gs
+        h, e = self.rt.dense(h, e, cond, attn_mask)
+        if gs is not None:
+            pooled = jnp.sum(h * slot_w, axis=1) / jnp.maximum(jnp.sum(slot_w, axis=1), 1.0)
+            gs = self._update_globals(gs, pooled)
+        return (h, e, gs), None
+
+
+def _scan_blocks(cls, remat: bool, num_layers: int):
+    """``nn.scan`` over layers: parameters get a leading layer axis, and the layer body is
+    compiled once whatever ``num_layers`` is."""
+    if remat:
+        cls = nn.remat(cls)
+    return nn.scan(cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                   in_axes=nn.broadcast, length=num_layers)

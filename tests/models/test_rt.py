@@ -1,4 +1,4 @@
-"""Tests for the relational-transformer vector field (weightflow_jax.models).
+"""Tests for the ``rt`` field's model, the relational-transformer vector field (models/rt.py).
 
 Small sizes (d_in = 5, d_out = 3, width 16, 2 layers) keep compile times short; one test runs
 the real 784-10-10 -> 784-32-10 transfer. Sparse and dense attention are different models;
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from weightflow_jax import graphs, mlp
-from weightflow_jax.models import VectorField, apply_to_mlp, segment_softmax
+from weightflow_jax.models import VectorField, apply_to_mlp
 
 D_IN, D_OUT = 5, 3
 ARCH = (D_IN, 4, 6, D_OUT)          # main test architecture: 18 nodes
@@ -207,16 +207,6 @@ def test_time_conditioning_matters(variables, run):
     a, _ = run["sparse"](variables["sparse"], p, 0.1, jnp.float32(0.7))
     b, _ = run["sparse"](variables["sparse"], p, 0.9, jnp.float32(0.7))
     assert np.max(np.abs(np.asarray(a[0][0]) - np.asarray(b[0][0]))) > 1e-3
-
-
-def test_segment_softmax_masks_and_normalizes():
-    logits = jnp.array([[1.0], [2.0], [3.0], [50.0], [0.0]])
-    seg = jnp.array([0, 0, 1, 1, 2])
-    mask = jnp.array([True, True, True, False, False])
-    a = segment_softmax(logits, seg, 4, mask)
-    np.testing.assert_allclose(a[:, 0], [1 / (1 + np.e), np.e / (1 + np.e), 1.0, 0.0, 0.0],
-                               rtol=1e-6)
-    assert np.all(np.isfinite(np.asarray(a)))
 
 
 def test_bad_input_errors(variables):
