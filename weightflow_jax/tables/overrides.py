@@ -2,7 +2,8 @@
 
 Pure functions over :class:`ml_collections.ConfigDict`: a table row is a config file plus an
 ordered list of ``(dotted key, value)`` overrides, and the command line adds ``--set`` items
-to it. Every misspelt key is an error that lists the fields of its group.
+to it; a benchmark variant (:func:`parse_variant`) is a label plus such items. Every misspelt
+key is an error that lists the fields of its group.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import ml_collections
 
-__all__ = ["Overrides", "parse_set", "apply_overrides", "standard_overrides"]
+__all__ = ["Overrides", "parse_set", "parse_variant", "apply_overrides", "standard_overrides"]
 
 Overrides = Sequence[tuple[str, Any]]
 
@@ -30,15 +31,45 @@ def parse_set(items: Sequence[str] | None) -> list[tuple[str, str]]:
     """
     out = []
     for item in items or ():
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
+        pair = _key_value(item)
+        if pair is None:
             raise ValueError(f"--set {item!r}: expected key=value with a dotted config "
                              "field, e.g. --set=model.compact_rt.width=32")
-        out.append((key.strip(), value.strip()))
+        out.append(pair)
     return out
 
 
-def _parse_like(key: str, text: str, current: Any) -> Any:
+def _key_value(item: str) -> tuple[str, str] | None:
+    """``"key=value"`` -> ``("key", "value")`` stripped; ``None`` without ``=`` or key."""
+    key, sep, value = str(item).partition("=")
+    if not sep or not key.strip():
+        return None
+    return key.strip(), value.strip()
+
+
+def parse_variant(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """``"label|key=value|key=value"`` -> ``(label, [(key, value), ...])`` in order.
+
+    The items are dotted config fields (apply them with :func:`apply_overrides`) or keys the
+    caller gives a meaning of its own (the learning benchmark's ``budget``).
+
+    Raises:
+      ValueError: an empty variant, or an item without ``=`` or with an empty key.
+    """
+    parts = [s.strip() for s in str(text).split("|") if s.strip()]
+    if not parts:
+        raise ValueError(f"empty variant {text!r}; write 'label|key=value|...'")
+    out = []
+    for item in parts[1:]:
+        pair = _key_value(item)
+        if pair is None:
+            raise ValueError(f"variant {text!r}: {item!r} is not key=value; write "
+                             "'label|key=value|...', e.g. 'crt|model.name=compact_rt'")
+        out.append(pair)
+    return parts[0], out
+
+
+def _parse_like(key: str, text: str, current: Any, source: str = "--set") -> Any:
     """``text`` parsed with the type of the field's current value."""
     try:
         if isinstance(current, bool):
@@ -59,22 +90,25 @@ def _parse_like(key: str, text: str, current: Any) -> Any:
             v = ast.literal_eval(text)
             return tuple(v) if isinstance(v, (tuple, list)) else (v,)
     except (ValueError, SyntaxError) as e:
-        raise ValueError(f"--set {key}={text}: cannot parse {text!r} as the field's type "
+        raise ValueError(f"{source} {key}={text}: cannot parse {text!r} as the field's type "
                          f"{type(current).__name__} (current value {current!r}): {e}") from None
     if current is None:
         try:
             return ast.literal_eval(text)
         except (ValueError, SyntaxError):
             return text
-    raise ValueError(f"--set {key}: field has unsupported type {type(current).__name__}")
+    raise ValueError(f"{source} {key}: field has unsupported type {type(current).__name__}")
 
 
 def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Overrides | Mapping[str, Any]) -> ml_collections.ConfigDict:
+                    overrides: Overrides | Mapping[str, Any], *,
+                    source: str = "--set") -> ml_collections.ConfigDict:
     """A copy of ``config`` with dotted ``key -> value`` overrides applied in order.
 
     String values are parsed with the type of the existing field (bool: true/false/1/0,
     int, float, str, tuple: a Python literal); other values are assigned as they are.
+    ``source`` names where the overrides came from in error messages (``--set``,
+    ``--variant``).
 
     Raises:
       ValueError: a field that does not exist (listing its group's fields), a group given
@@ -90,20 +124,20 @@ def apply_overrides(config: ml_collections.ConfigDict,
                 parent = ".".join(parts[:i]) or "the config"
                 fields = (sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict)
                           else [])
-                raise ValueError(f"--set {key}: {parent} has no field {part!r}; its fields: "
+                raise ValueError(f"{source} {key}: {parent} has no field {part!r}; its fields: "
                                  f"{', '.join(fields)}")
             if i < len(parts) - 1:
                 node = node[part]
         leaf = parts[-1]
         current = node[leaf]
         if isinstance(current, ml_collections.ConfigDict):
-            raise ValueError(f"--set {key}: is a group, not a field; set one of its fields: "
+            raise ValueError(f"{source} {key}: is a group, not a field; set one of its fields: "
                              f"{', '.join(sorted(current.keys()))}")
-        new = _parse_like(key, value, current) if isinstance(value, str) else value
+        new = _parse_like(key, value, current, source) if isinstance(value, str) else value
         try:
             node[leaf] = new
         except TypeError as e:
-            raise ValueError(f"--set {key}={value!r}: {e}") from None
+            raise ValueError(f"{source} {key}={value!r}: {e}") from None
     return cfg
 
 

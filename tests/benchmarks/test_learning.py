@@ -1,4 +1,5 @@
-"""The time-to-quality benchmark runs end to end on a seconds-sized config."""
+"""The time-to-quality benchmark (weightflow_jax/benchmarks/learning.py and its command line
+experiments/bench_learning.py) runs end to end on a seconds-sized config."""
 
 import json
 import os
@@ -8,6 +9,8 @@ import pytest
 
 from experiments import bench_learning
 from weightflow_jax import pipeline
+from weightflow_jax.benchmarks import learning
+from weightflow_jax.tables import overrides
 
 
 def test_bench_learning_writes_table_plot_and_samples(tmp_path):
@@ -61,8 +64,13 @@ def test_bench_learning_transfer_curve_and_saved_runs(tmp_path):
 
 
 def test_bench_learning_bad_variant_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown config key 'model.mlp.widht'"):
-        bench_learning.apply_overrides(bench_learning.get_base_config(
-            "breast_cancer", "geometric", "test"), {"model.mlp.widht": "3"})
+    """A misspelt key fails before any zoo is built, naming the variant flag and the fields."""
+    with pytest.raises(ValueError, match="--variant model.mlp.widht: model.mlp has no field "
+                       "'widht'; its fields: .*width"):
+        learning.run(learning.Settings(size="test", variant=["mlp|model.mlp.widht=3"]))
     with pytest.raises(ValueError, match="is not key=value"):
-        bench_learning.parse_variant("mlp|model.name")
+        overrides.parse_variant("mlp|model.name")
+    with pytest.raises(ValueError, match="empty variant"):
+        overrides.parse_variant(" | ")
+    assert overrides.parse_variant("crt|model.name=compact_rt|budget=1") == (
+        "crt", [("model.name", "compact_rt"), ("budget", "1")])
