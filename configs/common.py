@@ -78,7 +78,9 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
         ema_decay=0.0, grad_clip=1.0, weight_decay=0.0, checkpoint_every=5000,
         log_every=100))
     c.sample = ml_collections.ConfigDict(dict(
-        num=100, steps=512, guidance=0.0, guidance_batch=256, chunk=50))
+        num=100, steps=512, guidance=0.0, guidance_batch=256, chunk=50,
+        guidance_mode="balanced", guidance_schedule="constant", flow_velocity="auto",
+        output_scale="auto", representative="balanced"))
     c.eval = ml_collections.ConfigDict(dict(ensemble_sizes=(1, 2, 4, 8, 16, 32, 64)))
     if size == "cpu":
         c.model.name = CPU_MODEL

@@ -20,7 +20,7 @@ from weightflow_jax import sampling as sampling_lib
 from weightflow_jax import tables
 from weightflow_jax import train as train_lib
 from weightflow_jax import zoo as zoo_lib
-from weightflow_jax.tables import declarations, goals as G, publish, render
+from weightflow_jax.tables import declarations, evaluators, goals as G, publish, render
 from weightflow_jax.tables.context import Context
 from weightflow_jax.tables.spec import FlowSpec, Row, Table
 
@@ -358,15 +358,37 @@ def test_beat_target_best_of_finetune_and_not_copies():
     arch[1]["acc_mean"] = 0.85
     assert _status((goal,), {"rows": arch}) == {"arch": "missed"}
     assert _status((goal,), {"rows": []}) == {"arch": "not run"}
-    per = [{"epoch": e, "sampled_mean": s, "random_mean": r} for e, s, r in
-           ((0, 0.7, 0.1), (1, 0.8, 0.75), (2, 0.82, 0.8), (3, 0.83, 0.84))]
-    ft = {"rows": [], "extras": {"finetune": {"per_epoch": per}}}
-    g = G.evaluate_goals((G.FinetuneAhead((1, 2, 3)),), ft)[0]
-    assert g["status"] == "missed" and "epoch 3: -0.010" in g["value"]
-    assert _status((G.FinetuneAhead((1, 2)),), ft) == {
-        "fine-tuning from samples ahead of random init": "met"}
-    assert _status((G.FinetuneAhead(),), {"rows": []}) == {
-        "fine-tuning from samples ahead of random init": "not run"}
+
+
+def _ft_point(unit, value, unguided, guided, random, ci=0.01):
+    return {"unit": unit, "value": value, "unguided samples": {"mean": unguided, "ci95": ci},
+            "guided samples": {"mean": guided, "ci95": ci},
+            "random init": {"mean": random, "ci95": ci}}
+
+
+def test_init_curves_and_sgd_check_goals():
+    pts = [_ft_point("steps", 16, 0.40, 0.81, 0.405), _ft_point("steps", 64, 0.6, 0.82, 0.62),
+           _ft_point("epoch", 1, 0.80, 0.84, 0.80), _ft_point("epoch", 2, 0.83, 0.84, 0.85)]
+    ft = {"rows": [], "extras": {"finetune": {"points": pts}}}
+    got = {g["goal"]: g for g in G.evaluate_goals((G.InitCurves(),), ft)}
+    ung = got["fine-tuning from unguided samples not behind random init"]
+    assert ung["status"] == "missed" and "-0.010 at 64 steps" in ung["value"]  # 0.6 < 0.61
+    assert got["fine-tuning from guided samples ahead of random init"]["status"] == "met"
+    pts[1]["unguided samples"]["mean"] = 0.615
+    pts[3]["unguided samples"]["mean"] = 0.845   # within the interval: not behind
+    got = {g["goal"]: g["status"] for g in G.evaluate_goals((G.InitCurves(),), ft)}
+    assert got["fine-tuning from unguided samples not behind random init"] == "met"
+    pts[2]["guided samples"]["mean"] = 0.79      # behind at epoch 1
+    assert _status((G.InitCurves(),), ft)[
+        "fine-tuning from guided samples ahead of random init"] == "missed"
+    assert set(_status((G.InitCurves(),), {"rows": []}).values()) == {"not run"}
+    sc = {"row": "geometric_unguided", "samples": {"mean": 0.792},
+          "random init": {"mean": 0.80}}
+    assert _status((G.SgdCheck(0.01),), {"rows": [], "extras": {"sgd_check": sc}}) == {
+        "plain SGD from published unguided samples (geometric_unguided)": "met"}
+    sc["samples"]["mean"] = 0.785
+    assert _status((G.SgdCheck(0.01),), {"rows": [], "extras": {"sgd_check": sc}}) == {
+        "plain SGD from published unguided samples (geometric_unguided)": "missed"}
 
 
 def test_publish_chooses_float16_only_when_accuracy_is_unchanged(tmp_path):
@@ -423,10 +445,11 @@ _BC_TRANSFER = Table(
           Row("geometric_guided", "gg", "transfer", FlowSpec("breast_cancer", "geometric"),
               options={"task": "breast_cancer", "guidance": 0.1}),
           Row("finetune", "ft", "finetune", FlowSpec("breast_cancer", "geometric"), extra=True,
-              options={"task": "breast_cancer", "guidance": 0.1}),
+              options={"task": "breast_cancer", "guidance": 0.1,
+                       "sgd_check": "geometric_guided"}),
           Row("adam", "Adam", "adam", options={"finetune_row": "finetune"})),
     overrides={"test": (("model.name", "neuron_transformer"),)},
-    goals=(G.BestOf(("geometric_guided",), 0.0, "guided"), G.FinetuneAhead((1,))))
+    goals=(G.BestOf(("geometric_guided",), 0.0, "guided"), G.InitCurves(), G.SgdCheck()))
 
 
 def test_transfer_finetune_and_adam_rows_on_real_flows(tmp_path, monkeypatch):
@@ -439,16 +462,29 @@ def test_transfer_finetune_and_adam_rows_on_real_flows(tmp_path, monkeypatch):
     with np.load(rows["geometric_unguided"]["published"]["file"]) as z:
         assert z["W0"].shape[1:] == (24, 30) and z["W1"].shape[1:] == (24, 24)
     assert rows["geometric_guided"]["model"] == "neuron_transformer"
+    assert rows["geometric_guided"]["representative"] == "balanced"
+    with np.load(rows["geometric_guided"]["published"]["file"]) as z:
+        assert str(z["representative"]) == "balanced"
     ft = table["extras"]["finetune"]
-    assert ft["seeds"] == [0, 1] and [p["epoch"] for p in ft["per_epoch"]] == [0, 1]
+    assert ft["seeds"] == [0, 1] and ft["starts"] == list(evaluators.FINETUNE_STARTS)
+    assert [(p["unit"], p["value"]) for p in ft["points"]] == [("epoch", 1)]
     n = ft["networks"] * len(ft["seeds"])
-    assert np.asarray(ft["curves"]["sampled"]["test_accuracy"]).shape == (n, 2)
+    spe = ft["steps_per_epoch"]
+    assert ft["curves"]["random init"]["step"] == [0, spe]
+    assert np.asarray(ft["curves"]["guided samples"]["step_accuracy"]).shape == (n, 2)
     assert rows["adam"]["num"] == n
-    assert rows["adam"]["acc_mean"] == pytest.approx(ft["per_epoch"][-1]["random_mean"])
+    assert rows["adam"]["acc_mean"] == pytest.approx(
+        ft["points"][-1]["random init"]["mean"])
+    sc = table["extras"]["sgd_check"]
+    assert sc["row"] == "geometric_guided" and 0.0 <= sc["samples"]["mean"] <= 1.0
     md = _md(table)
-    assert "## Training from sampled weights vs random init" in md and "seeds ahead" in md
+    assert "## Fine-tuning from samples vs random init" in md
+    assert "### Wall-clock seconds to reach 0.80" in md
+    assert "## Plain SGD from the published unguided samples" in md
     assert {g["goal"] for g in table["goals"]} == {
-        "guided", "fine-tuning from samples ahead of random init"}
+        "guided", "fine-tuning from unguided samples not behind random init",
+        "fine-tuning from guided samples ahead of random init",
+        "plain SGD from published unguided samples (geometric_guided)"}
     # Everything is cached: a rerun samples and fine-tunes nothing.
     again = tables.build_table(_BC_TRANSFER.name, **kw)
     assert all(r["reused"] for r in again["rows"])

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 import platform
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -32,6 +33,7 @@ from weightflow_jax import atomic, evaluation, flows, mlp, zoo as zoo_lib
 from weightflow_jax import models as models_lib
 from weightflow_jax import sampling as sampling_lib
 from weightflow_jax import train as train_lib
+from weightflow_jax import symmetry
 from weightflow_jax.symmetry import Canonical
 from weightflow_jax.train.recipe import (STATS_FILE, FlowRun, build_flow, ema_decay,
                                          fit_field_stats, flow_space, load_field_stats,
@@ -40,6 +42,7 @@ from weightflow_jax.train.recipe import (STATS_FILE, FlowRun, build_flow, ema_de
 
 __all__ = ["default_workdir", "prepare_data", "train_flow", "train_and_evaluate", "load_flow",
            "flow_space_for", "sample_networks", "evaluate_networks", "sample_and_evaluate",
+           "SAMPLE_DEFAULTS", "sampling_options", "resolve_sampling",
            "upgrade_config", "lock_file_info", "LOCK_FILE"]
 
 
@@ -91,17 +94,61 @@ def flow_space_for(run: FlowRun, arch: str | None = None) -> flows.FlowSpace:
     return run.space.with_sizes(sizes)
 
 
+SAMPLE_DEFAULTS = dict(guidance_mode="balanced", guidance_schedule="constant",
+                       flow_velocity="auto", output_scale="auto",
+                       representative=symmetry.DEFAULT_REPRESENTATIVE)
+
+
+def sampling_options(sample_config: Any, **overrides: Any) -> dict[str, Any]:
+    """The decoding/guidance options of a ``config.sample`` block (older configs lack them:
+    :data:`SAMPLE_DEFAULTS` fill in), with ``overrides`` (``None`` values ignored)."""
+    get = sample_config.get if hasattr(sample_config, "get") else dict(sample_config).get
+    out = {k: get(k, v) for k, v in SAMPLE_DEFAULTS.items()}
+    out.update({k: v for k, v in overrides.items() if v is not None})
+    return out
+
+
+def resolve_sampling(options: Mapping[str, Any], *, guided: bool, own_task: bool
+                     ) -> dict[str, Any]:
+    """Turns ``"auto"`` options into concrete ones.
+
+    * ``flow_velocity="auto"``: ``"displacement"`` when guided (the field's conditional
+      velocity pulls every state back to the endpoint it predicts and undoes the guidance,
+      see :mod:`weightflow_jax.sampling.solvers`), else ``"conditional"``.
+    * ``output_scale="auto"``: ``"flow"`` on the flow's own task; on another task the flow's
+      output scale is that of its training task's logits (MNIST flows: a last-layer norm of
+      ~57, Fashion-MNIST cross-entropy ~18), so ``"learn"`` when guided (the guidance sets
+      it) and ``1.0`` (the thesis's canonical form) when not.
+    """
+    out = dict(options)
+    if out["flow_velocity"] == "auto":
+        out["flow_velocity"] = "displacement" if guided else "conditional"
+    if out["output_scale"] == "auto":
+        out["output_scale"] = "flow" if own_task else ("learn" if guided else 1.0)
+    elif isinstance(out["output_scale"], str) and out["output_scale"] not in ("flow", "learn"):
+        out["output_scale"] = float(out["output_scale"])
+    return out
+
+
 def sample_networks(run: FlowRun, key: jax.Array, num: int, *, steps: int,
                     space: flows.FlowSpace | None = None, guidance: float = 0.0,
                     task: tuple[np.ndarray, np.ndarray] | None = None,
                     guidance_batch: int | None = 256, solver: str = "euler",
-                    chunk: int = 50) -> mlp.Params:
+                    chunk: int = 50, guidance_mode: str = "balanced",
+                    guidance_schedule: str = "constant", flow_velocity: str = "conditional",
+                    output_scale: str | float = "flow",
+                    representative: str = symmetry.DEFAULT_REPRESENTATIVE) -> mlp.Params:
     """Samples ``num`` networks (plain host weights) with :func:`weightflow_jax.sampling.sample`.
 
     Args:
       space: another architecture of the same flow (see :func:`flow_space_for`).
-      guidance: ``lambda`` of task-loss guidance (needs ``task = (x, y)``); a fresh random
-        minibatch of ``guidance_batch`` examples is drawn at every step.
+      guidance: ``lambda`` of task-loss guidance (needs ``task = (x, y)``, the guidance
+        task's *training* split); a fresh random minibatch of ``guidance_batch`` examples
+        is drawn at every step.
+      guidance_mode, guidance_schedule: see :mod:`weightflow_jax.sampling.guidance`.
+      flow_velocity, output_scale: see :mod:`weightflow_jax.sampling.solvers` (concrete
+        values; :func:`resolve_sampling` turns ``"auto"`` into them).
+      representative: the decoded form (``"balanced"`` or ``"exact"``).
     """
     space = space or run.space
     guide = None
@@ -109,11 +156,13 @@ def sample_networks(run: FlowRun, key: jax.Array, num: int, *, steps: int,
         if task is None:
             raise ValueError("guidance needs task data (x, y); pass task=(x, y)")
         guide = sampling_lib.make_guidance(space, task[0], task[1], guidance,
-                                           batch_size=guidance_batch)
+                                           batch_size=guidance_batch, mode=guidance_mode,
+                                           schedule=guidance_schedule)
     return sampling_lib.sample(
         space, run.predict_fn(space), key, num, steps=steps, solver=solver, guidance=guide,
         batch_size=chunk, parameterization=str(run.config.flow.parameterization),
-        prior_std=float(run.config.flow.prior_std))
+        prior_std=float(run.config.flow.prior_std), flow_velocity=flow_velocity,
+        output_scale=output_scale, representative=representative)
 
 
 def evaluate_networks(params: mlp.Params, x: np.ndarray, y: np.ndarray, *,
@@ -137,32 +186,44 @@ def evaluate_networks(params: mlp.Params, x: np.ndarray, y: np.ndarray, *,
 def sample_and_evaluate(run: FlowRun, out_prefix: str, *, num: int, steps: int,
                         seed: int = 0, arch: str | None = None, task: str | None = None,
                         guidance: float = 0.0, guidance_batch: int | None = 256,
-                        solver: str = "euler", chunk: int = 50) -> dict[str, Any]:
+                        solver: str = "euler", chunk: int = 50,
+                        options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Samples, evaluates on ``task``'s test split and writes ``<out_prefix>.npz``/``.json``.
+
+    Guidance uses ``task``'s training split. ``options`` are the decoding/guidance options
+    (:func:`sampling_options`; default: the run's ``config.sample``), resolved by
+    :func:`resolve_sampling` and recorded in the JSON (``representative`` is also stored in
+    the ``.npz``).
 
     Everything is checked before anything is written: another input/output width (``arch``)
     or a task whose input size differs from the networks' raise ``ValueError``.
     """
     space = flow_space_for(run, arch)
-    task = task or str(run.config.zoo.dataset)
+    own = str(run.config.zoo.dataset)
+    task = task or own
     info = data_lib.info(task)
     if info.input_dim != space.sizes[0] or info.num_classes != space.sizes[-1]:
         raise ValueError(
             f"task {task!r} has {info.input_dim} inputs and {info.num_classes} classes but the "
             f"networks are {mlp.format_arch(space.sizes)}")
+    opts = resolve_sampling(options if options is not None else sampling_options(
+        run.config.sample), guided=bool(guidance), own_task=task == own)
     x_test, y_test = data_lib.load(task, "test")
     train = data_lib.load(task, "train") if guidance else None
     t0 = time.time()
     params = sample_networks(run, jax.random.key(seed), num, steps=steps, space=space,
                              guidance=guidance, task=train, guidance_batch=guidance_batch,
-                             solver=solver, chunk=chunk)
+                             solver=solver, chunk=chunk, **opts)
     seconds = time.time() - t0
     result = {
         "arch": mlp.format_arch(space.sizes), "task": task, "num": num, "steps": steps,
-        "solver": solver, "guidance": guidance, "seed": seed, "sample_seconds": seconds,
+        "solver": solver, "guidance": guidance, "guidance_batch": guidance_batch,
+        "seed": seed, "sample_seconds": seconds,
+        **{k: v for k, v in opts.items()},
         "samples": evaluate_networks(params, x_test, y_test),
     }
-    sampling_lib.save_samples_npz(out_prefix + ".npz", params)
+    sampling_lib.save_samples_npz(out_prefix + ".npz", params,
+                                  representative=opts["representative"])
     atomic.write_json(out_prefix + ".json", result)
     return result
 
@@ -171,7 +232,8 @@ def sample_and_evaluate(run: FlowRun, out_prefix: str, *, num: int, steps: int,
 SAFE_TO_CHANGE_ON_RESUME = train_lib.DEFAULT_SAFE_FIELDS | {
     "train.steps", "train.log_every", "train.checkpoint_every", "workdir", "sample.num",
     "sample.steps", "sample.guidance", "sample.guidance_batch", "sample.chunk",
-    "eval.ensemble_sizes"}
+    "sample.guidance_mode", "sample.guidance_schedule", "sample.flow_velocity",
+    "sample.output_scale", "sample.representative", "eval.ensemble_sizes"}
 
 
 def train_flow(config: ml_collections.ConfigDict, workdir: str, space: flows.FlowSpace,
@@ -364,6 +426,11 @@ def upgrade_config(cfg: dict) -> tuple[dict, list[str]]:
         if k not in train:
             train[k] = v
             notes.append(f"train.{k}={v!r}")
+    sample = cfg.setdefault("sample", {})
+    for k, v in SAMPLE_DEFAULTS.items():
+        if k not in sample:
+            sample[k] = v
+            notes.append(f"sample.{k}={v!r}")
     return cfg, notes
 
 

@@ -384,3 +384,23 @@ def test_zero_points_off_sphere_do_not_produce_nan():
     for a, b in ((z, z), (z, e), (e, z)):
         for leaf in jax.tree.leaves(run(a, b)):
             assert np.all(np.isfinite(_np(leaf)))
+
+
+def test_transport_is_an_isometry_and_gives_the_geodesic_velocity():
+    sphere = S
+    key = jax.random.split(jax.random.key(42), 3)
+    x0 = sphere.normalize(jax.random.normal(key[0], (5, 7)))
+    x1 = sphere.normalize(jax.random.normal(key[1], (5, 7)))
+    u = sphere.proj(x0, jax.random.normal(key[2], (5, 7)))
+    t = 0.3
+    xt = sphere.geodesic(x0, x1, t)
+    moved = sphere.transport(x0, xt, u)
+    np.testing.assert_allclose(sphere.inner(moved, xt), 0.0, atol=1e-5)      # tangent at y
+    np.testing.assert_allclose(jnp.linalg.norm(moved, axis=-1),
+                               jnp.linalg.norm(u, axis=-1), rtol=1e-5)       # isometry
+    # along the geodesic, the transported initial velocity is the path's velocity
+    np.testing.assert_allclose(sphere.transport(x0, xt, sphere.log(x0, x1)),
+                               sphere.cond_velocity(xt, x1, t), atol=1e-4)
+    # antipodal: falls back to the projection, finite
+    anti = sphere.transport(x0, -x0, u)
+    assert bool(jnp.all(jnp.isfinite(anti)))

@@ -61,7 +61,7 @@ def test_geometric_guided_diffrax_euler_matches_reference_and_stays_on_spheres()
     pred = _field(space)
     x, y = _task()
     x0 = _prior(jax.random.key(2), space, 4)
-    g = sampling.make_guidance(space, x, y, 0.5)
+    g = sampling.make_guidance(space, x, y, 0.5, mode="coords")
     loss = sampling.task_loss_fn(space, x, y)
     ref = jax.jit(lambda a: flows.euler_sample(space, pred, a, 8, guidance_fn=loss,
                                                guidance_scale=0.5))(x0)

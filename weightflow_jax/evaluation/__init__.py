@@ -18,7 +18,7 @@ from weightflow_jax.evaluation.network_evaluators import (
     AccuracyEvaluator, DiversityEvaluator, EnsembleEvaluator, FinetuneEvaluator,
     NoveltyEvaluator)
 from weightflow_jax.evaluation.finetune import (
-    OPTIMIZERS, compare_inits, finetune_curves, make_optimizer, random_init)
+    OPTIMIZERS, compare_inits, finetune_curves, make_optimizer, random_init, seconds_to_reach)
 from weightflow_jax.evaluation.metrics import (
     accuracy_and_loss, check_task, diversity, ensemble_curve, ensemble_curve_from_probs, jsd,
     logits, mean_pairwise_jsd, mean_std, num_networks, probabilities)
@@ -35,6 +35,7 @@ __all__ = [
     "baseline_sets", "final_checkpoints", "noisy_checkpoints", "random_checkpoints",
     "AccuracyEvaluator", "DiversityEvaluator", "EnsembleEvaluator", "FinetuneEvaluator",
     "NoveltyEvaluator", "OPTIMIZERS", "compare_inits", "finetune_curves", "make_optimizer",
+    "seconds_to_reach",
     "random_init", "accuracy_and_loss", "check_task", "diversity", "ensemble_curve",
     "ensemble_curve_from_probs", "jsd", "logits", "mean_pairwise_jsd", "mean_std",
     "num_networks", "probabilities", "WHOLE_RUN", "checkpoint_spacing", "nearest_checkpoint",

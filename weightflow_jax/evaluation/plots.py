@@ -113,19 +113,43 @@ def plot_accuracy_histograms(path: str, accuracies: Mapping[str, Sequence], *,
 def plot_finetune_curves(path: str, curves: Mapping[str, Mapping[str, Any]], *,
                          metric: str = "test_accuracy",
                          title: str = "Fine-tuning from sampled weights") -> str:
-    """Mean +- std of a per-epoch metric; ``curves``: label -> :func:`finetune_curves` dict."""
+    """Fine-tuning curves; ``curves``: label -> a :func:`finetune_curves`-like dict.
+
+    With ``step_accuracy`` (networks x steps, and ``step``) the x axis is optimizer steps
+    (symlog) and the band the 95% t-interval of the mean; else mean +- std of ``metric``
+    per epoch.
+    """
+    from scipy import stats  # noqa: PLC0415  (only needed for the interval)
     fig, ax = _figure()
+    stepwise = all("step_accuracy" in c for c in curves.values())
     for label, c in curves.items():
-        v = np.asarray(c[metric], np.float64)
-        epochs = np.asarray(c.get("epoch", np.arange(v.shape[1])))
-        mean, std = v.mean(axis=0), v.std(axis=0)
-        ax.plot(epochs, mean, marker=".", label=label)
-        ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric.replace("_", " "))
+        if stepwise:
+            v = np.asarray(c["step_accuracy"], np.float64)
+            x = np.asarray(c["step"])
+            mean = v.mean(axis=0)
+            half = (stats.t.ppf(0.975, v.shape[0] - 1) * v.std(axis=0, ddof=1)
+                    / np.sqrt(v.shape[0])) if v.shape[0] > 1 else np.zeros_like(mean)
+        else:
+            v = np.asarray(c[metric], np.float64)
+            x = np.asarray(c.get("epoch", np.arange(v.shape[1])))
+            mean, half = v.mean(axis=0), v.std(axis=0)
+        ax.plot(x, mean, marker=".", markersize=3, label=label)
+        ax.fill_between(x, mean - half, mean + half, alpha=0.2)
+    if stepwise:
+        ax.set_xscale("symlog", linthresh=16)
+        ax.set_xlabel("optimizer steps (epoch ends marked)")
+        spe = next(iter(curves.values())).get("steps_per_epoch")
+        if spe:
+            last = max(int(np.max(c["step"])) for c in curves.values())
+            for e in range(1, last // int(spe) + 1):
+                ax.axvline(e * int(spe), color="0.8", lw=0.8, zorder=0)
+        ax.set_ylabel("test accuracy (mean, 95% interval)")
+    else:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.replace("_", " "))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax, len(curves))
     return save_figure(fig, path)
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 Array = Any  # jax.Array or anything jnp.asarray accepts
 
 __all__ = [
+    "transport",
     "retract",
     "inner",
     "proj",
@@ -56,6 +57,11 @@ def proj(x: Array, u: Array) -> jax.Array:
     x, u = _float(x), _float(u)
     return jnp.broadcast_to(u, jnp.broadcast_shapes(x.shape, u.shape)).astype(
         jnp.result_type(x, u))
+
+
+def transport(x: Array, y: Array, u: Array) -> jax.Array:
+    """Parallel transport in flat space: ``u`` itself (as float)."""
+    return _float(u) + 0.0 * _float(y)
 
 
 def exp(x: Array, v: Array) -> jax.Array:

@@ -49,6 +49,7 @@ __all__ = [
     "proj",
     "exp",
     "log",
+    "transport",
     "geodesic",
     "cond_velocity",
     "inner",
@@ -261,6 +262,16 @@ def log(spec: PyTree, x: PyTree, y: PyTree) -> PyTree:
       tangent pytree like ``x`` (antipodal spheres follow :func:`.sphere.log`'s convention).
     """
     return _map(spec, [x, y], ["x", "y"], _sph.log, _euc.log)
+
+
+def transport(spec: PyTree, x: PyTree, y: PyTree, u: PyTree) -> PyTree:
+    """Parallel transport of the tangent vectors ``u`` at ``x`` to ``y``, factor-wise
+    (sphere: along the shortest great circle; Euclidean: unchanged).
+
+    Returns:
+      tangent pytree at ``y``.
+    """
+    return _map(spec, [x, y, u], ["x", "y", "u"], _sph.transport, _euc.transport)
 
 
 def geodesic(spec: PyTree, x0: PyTree, x1: PyTree, t: Array) -> PyTree:

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 Array = Any  # jax.Array or anything jnp.asarray accepts
 
 __all__ = [
+    "transport",
     "normalize",
     "retract",
     "inner",
@@ -126,6 +127,25 @@ def proj(x: Array, u: Array) -> jax.Array:
     """
     x, u = _float(x), _float(u)
     return u - inner(x, u)[..., None] * x
+
+
+def transport(x: Array, y: Array, u: Array, eps: float = 1e-6) -> jax.Array:
+    """Parallel transport of ``u`` (tangent at ``x``) along the shortest geodesic to ``y``.
+
+    ``u - <y, u> / (1 + <x, y>) (x + y)``: an isometry ``T_x -> T_y``. For (near-)antipodal
+    ``x, y`` (``1 + <x, y> < eps``) the geodesic is not unique and ``proj_y(u)`` is returned.
+
+    Args:
+      x, y: ``(..., n)`` unit vectors; u: ``(..., n)`` tangent at ``x``.
+
+    Returns:
+      ``(..., n)`` tangent vectors at ``y``.
+    """
+    x, y, u = _float(x), _float(y), _float(u)
+    c = 1.0 + inner(x, y)
+    ok = c > eps
+    moved = u - (inner(y, u) / jnp.where(ok, c, 1.0))[..., None] * (x + y)
+    return jnp.where(ok[..., None], moved, proj(y, u))
 
 
 def exp(x: Array, v: Array) -> jax.Array:

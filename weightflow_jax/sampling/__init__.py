@@ -5,7 +5,8 @@
   flow's coordinates.
 * :func:`integrate` / :class:`ManifoldEuler` — the diffrax integration itself.
 * :class:`Guidance`, :func:`make_guidance`, :func:`task_loss_fn` — task-loss guidance
-  ``v <- v - lambda * proj_x(grad_x L)``.
+  ``v <- v - lambda(t) * proj_x(G)``, ``G`` a gradient step on the balanced network carried
+  to the flow's coordinates (``mode="balanced"``) or ``grad_x L`` (``mode="coords"``).
 * :func:`save_samples_npz` / :func:`load_samples_npz` — ``samples.npz`` (``W0, b0, ...``).
 * :func:`log_likelihood`, :func:`prior_log_density` — change of variables along the ODE
   (exact or Hutchinson divergence; Riemannian on the geometric flow).
@@ -16,18 +17,24 @@ network's raw output for a batch of coordinates, see
 """
 
 from weightflow_jax.sampling.guidance import (
-    Guidance, check_task, guidance_loss_at, make_guidance, task_loss_fn)
+    GUIDANCE_MODES, SCHEDULES, Guidance, check_task, guidance_direction, guidance_loss_at,
+    make_guidance, schedule_weight, task_loss_fn)
 from weightflow_jax.sampling.likelihood import (
     DIVERGENCES, divergence, log_likelihood, log_sphere_area, prior_log_density)
 from weightflow_jax.sampling.sample import (
-    load_samples_npz, sample, sample_coords, save_samples_npz)
+    decode_samples, load_samples_npz, sample, sample_coords, samples_representative,
+    save_samples_npz)
 from weightflow_jax.sampling.solvers import (
-    ADAPTIVE_SOLVERS, SOLVERS, ManifoldEuler, check_solver, integrate, vector_field)
+    ADAPTIVE_SOLVERS, OUTPUT_SCALES, SOLVERS, ManifoldEuler, check_output_scale, check_solver,
+    integrate, vector_field)
 
 __all__ = [
-    "Guidance", "check_task", "guidance_loss_at", "make_guidance", "task_loss_fn",
+    "GUIDANCE_MODES", "SCHEDULES", "Guidance", "check_task", "guidance_direction",
+    "guidance_loss_at", "make_guidance", "schedule_weight", "task_loss_fn",
     "DIVERGENCES", "divergence", "log_likelihood", "log_sphere_area", "prior_log_density",
-    "load_samples_npz", "sample", "sample_coords", "save_samples_npz",
-    "ADAPTIVE_SOLVERS", "SOLVERS", "ManifoldEuler", "check_solver", "integrate",
+    "decode_samples", "load_samples_npz", "sample", "sample_coords", "samples_representative",
+    "save_samples_npz",
+    "ADAPTIVE_SOLVERS", "OUTPUT_SCALES", "SOLVERS", "ManifoldEuler", "check_output_scale",
+    "check_solver", "integrate",
     "vector_field",
 ]

@@ -1,9 +1,33 @@
-"""Task-loss guidance for sampling: ``v <- v - lambda * proj_x(grad_x L(decode(x)))``.
+"""Task-loss guidance for sampling: ``v <- v - lambda(t) * proj_x(G(x))``.
 
-``L`` is the mean cross-entropy of the decoded networks on a task minibatch, *summed over
-the samples* of the batch, so that ``grad_x L`` holds each sample's own gradient. The
-projection onto the tangent space (spheres of the geometric flow) is done by
-:func:`weightflow_jax.flows.sampling.velocity`.
+``L`` is the mean cross-entropy of a decoded network on a task minibatch. Two directions
+``G`` (:data:`GUIDANCE_MODES`, ``Guidance.mode``):
+
+* ``"balanced"`` (default) — a gradient-descent step *on the network*, taken in its balanced
+  form (:func:`weightflow_jax.symmetry.balance`) and carried to the flow's coordinates:
+  ``theta = balance(decode(x))``, ``G = d enc(theta)[grad_theta L(theta)]`` (a
+  Jacobian-vector product through the encoding, ``canonicalize`` for the canonical flows
+  and the inverse balancing rescale for the euclidean flow), then projected onto the
+  tangent space. Integrating ``-lambda G`` for time ``dt`` moves the decoded network by
+  ``-lambda dt grad_theta L`` to first order: the guided sampler *trains* the network it
+  carries, with learning rate ``lambda dt`` per Euler step (``lambda`` = total
+  gradient-flow time over ``t in [0, 1]`` for a constant schedule).
+* ``"coords"`` — ``G = grad_x L(decode(x))`` in the flow's coordinates (the thesis's
+  guidance). The chain-rule gradient is the same whichever representative decodes ``x``;
+  in canonical coordinates (unit rows, all scale in ``log_scale``) it is dominated by the
+  output scale and barely moves the accuracy.
+
+Why the step is taken on the balanced network: with all scale in the last layer (norm ~57
+for MNIST flows) the hidden layers' gradients are tiny and the last layer's huge; SGD from
+such a network stalls (measured in ``results/fashion_transfer.md``). The balanced form is
+the minimum-norm member of the orbit, where SGD-trained networks sit.
+
+Schedule ``lambda(t) = lambda * w(t)`` (:data:`SCHEDULES`): ``"constant"`` (``w = 1``) or
+``"late"`` (``w = 2t``, same total as constant: little guidance while the sample is still
+noise, more as it becomes a network).
+
+The loss is summed over the samples of the batch so that the per-sample gradients stay
+separate.
 
 Minibatches: with ``Guidance.batch_size = None`` every step uses all of ``(x, y)`` (use a
 fixed subset of a large training set, e.g. 1,000 MNIST images, for speed). With
@@ -26,9 +50,14 @@ import optax
 
 from weightflow_jax import mlp
 from weightflow_jax.flows.spaces import FlowSpace
-from weightflow_jax.symmetry import Canonical
+from weightflow_jax.symmetry import Canonical, canonicalize
+from weightflow_jax.symmetry.representatives import balance, balance_scales, rescale_neurons
 
-__all__ = ["Guidance", "make_guidance", "check_task", "task_loss_fn", "guidance_loss_at"]
+__all__ = ["Guidance", "GUIDANCE_MODES", "SCHEDULES", "make_guidance", "check_task",
+           "task_loss_fn", "guidance_loss_at", "guidance_direction", "schedule_weight"]
+
+GUIDANCE_MODES = ("balanced", "coords")
+SCHEDULES = ("constant", "late")
 
 
 @jax.tree_util.register_dataclass
@@ -45,6 +74,8 @@ class Guidance:
       batch_size: ``None`` (all of ``x`` every step) or the size of a fresh random
         minibatch per step.
       seed: seed of the per-step minibatches.
+      mode: the direction, one of :data:`GUIDANCE_MODES`.
+      schedule: ``lambda(t)``'s shape, one of :data:`SCHEDULES`.
     """
 
     x: Any
@@ -52,6 +83,8 @@ class Guidance:
     scale: float = dataclasses.field(default=0.1, metadata=dict(static=True))
     batch_size: int | None = dataclasses.field(default=None, metadata=dict(static=True))
     seed: int = dataclasses.field(default=0, metadata=dict(static=True))
+    mode: str = dataclasses.field(default="balanced", metadata=dict(static=True))
+    schedule: str = dataclasses.field(default="constant", metadata=dict(static=True))
 
 
 def check_task(sizes: tuple[int, ...], x: Any, y: Any | None, what: str = "task") -> None:
@@ -91,7 +124,8 @@ def check_task(sizes: tuple[int, ...], x: Any, y: Any | None, what: str = "task"
 
 
 def make_guidance(space: FlowSpace, x: Any, y: Any, scale: float = 0.1, *,
-                  batch_size: int | None = None, seed: int = 0) -> Guidance:
+                  batch_size: int | None = None, seed: int = 0, mode: str = "balanced",
+                  schedule: str = "constant") -> Guidance:
     """A checked :class:`Guidance` for the flow ``space`` (see :func:`check_task`).
 
     Args:
@@ -100,12 +134,19 @@ def make_guidance(space: FlowSpace, x: Any, y: Any, scale: float = 0.1, *,
       scale: ``lambda``; 0 disables guidance.
       batch_size: per-step random minibatch size, or ``None`` for all of ``(x, y)``.
       seed: seed of the minibatch draws.
+      mode: ``"balanced"`` or ``"coords"`` (see the module docstring).
+      schedule: ``"constant"`` or ``"late"``.
     """
     check_task(space.sizes, x, y)
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"guidance batch_size must be >= 1 or None, got {batch_size}")
+    if mode not in GUIDANCE_MODES:
+        raise ValueError(f"unknown guidance mode {mode!r}; choose one of {GUIDANCE_MODES}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown guidance schedule {schedule!r}; choose one of {SCHEDULES}")
     return Guidance(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32), float(scale),
-                    None if batch_size is None else int(batch_size), int(seed))
+                    None if batch_size is None else int(batch_size), int(seed), str(mode),
+                    str(schedule))
 
 
 def task_loss_fn(space: FlowSpace, x: Any, y: Any) -> Callable[[Canonical], jax.Array]:
@@ -133,13 +174,66 @@ def task_loss_fn(space: FlowSpace, x: Any, y: Any) -> Callable[[Canonical], jax.
     return loss
 
 
-def guidance_loss_at(space: FlowSpace, guidance: Guidance, t: jax.Array
-                     ) -> Callable[[Canonical], jax.Array]:
-    """The guidance loss used at time ``t`` (a fresh minibatch when ``batch_size`` is set)."""
+def _minibatch(guidance: Guidance, t: jax.Array) -> tuple[jax.Array, jax.Array]:
     x, y = guidance.x, guidance.y
     if guidance.batch_size is not None:
         bits = jax.lax.bitcast_convert_type(jnp.asarray(t, jnp.float32), jnp.int32)
         key = jax.random.fold_in(jax.random.key(guidance.seed), bits)
         idx = jax.random.randint(key, (guidance.batch_size,), 0, x.shape[0])
         x, y = jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
-    return task_loss_fn(space, x, y)
+    return x, y
+
+
+def guidance_loss_at(space: FlowSpace, guidance: Guidance, t: jax.Array
+                     ) -> Callable[[Canonical], jax.Array]:
+    """The guidance loss used at time ``t`` (a fresh minibatch when ``batch_size`` is set)."""
+    return task_loss_fn(space, *_minibatch(guidance, t))
+
+
+def schedule_weight(schedule: str, t: jax.Array) -> jax.Array:
+    """``w(t)`` of ``lambda(t) = lambda * w(t)``; both schedules integrate to 1 over [0, 1]."""
+    if schedule == "constant":
+        return jnp.ones_like(jnp.asarray(t, jnp.float32))
+    if schedule == "late":
+        return 2.0 * jnp.asarray(t, jnp.float32)
+    raise ValueError(f"unknown guidance schedule {schedule!r}; choose one of {SCHEDULES}")
+
+
+def _ce(params: mlp.Params, x: jax.Array, y: jax.Array) -> jax.Array:
+    logits = mlp.forward(params, x)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+
+def _balanced_direction_one(space: FlowSpace, coords: Canonical, x: jax.Array,
+                            y: jax.Array) -> Canonical:
+    """``d enc(theta)[grad L(theta)]`` at ``theta = balance(decode(coords))`` (one network)."""
+    params = space.decode(coords)
+    if space.kind == "euclidean":
+        scales = balance_scales(params)
+        theta = rescale_neurons(params, scales)
+        inverse = [1.0 / a for a in scales]
+
+        def encode(th):
+            return Canonical([tuple(l) for l in rescale_neurons(th, inverse)], None)
+    else:
+        theta = balance(params)
+
+        def encode(th):
+            return canonicalize(th, space.canonical_mode, validate=False)
+    theta = jax.lax.stop_gradient(theta)
+    grads = jax.grad(_ce)(theta, x, y)
+    _, tangent = jax.jvp(encode, (theta,), (grads,))
+    if space.kind == "euclidean":
+        return tangent
+    return Canonical([tuple(l) for l in tangent.layers], tangent.log_scale)
+
+
+def guidance_direction(space: FlowSpace, guidance: Guidance, t: jax.Array
+                       ) -> Callable[[Canonical], Canonical]:
+    """``x_batch -> G`` at time ``t`` (not yet projected, not yet scaled by ``lambda(t)``)."""
+    xb, yb = _minibatch(guidance, t)
+    if guidance.mode == "coords":
+        return jax.grad(task_loss_fn(space, xb, yb))
+    if guidance.mode == "balanced":
+        return jax.vmap(lambda c: _balanced_direction_one(space, c, xb, yb))
+    raise ValueError(f"unknown guidance mode {guidance.mode!r}; choose one of {GUIDANCE_MODES}")

@@ -15,11 +15,34 @@ Solvers (``SOLVERS``):
   them on the geometric flow raises a ``ValueError``.
 
 The velocity field may be guided (:class:`weightflow_jax.sampling.guidance.Guidance`):
-``v <- v - lambda * proj_x(grad_x L)``.
+``v <- v - lambda(t) * proj_x(G(x))``, ``G`` the guidance direction of
+:func:`weightflow_jax.sampling.guidance.guidance_direction`.
+
+Flow velocity (``flow_velocity``, :data:`FLOW_VELOCITIES`; ``parameterization="target"``):
+``"conditional"`` is the field's own velocity ``log_{x_t}(x1_hat) / (1 - t)``, which pulls any
+state back towards the endpoint the field predicts, harder as ``t -> 1`` (at the last Euler
+step it jumps onto ``x1_hat``): whatever guidance did along the way is undone unless the field
+predicts the guided state itself. ``"displacement"`` is the thesis code's target-mode step,
+``x1_hat - x_0`` with ``x_0`` the trajectory's start, on the spheres
+``Gamma_{x_0 -> x_t} log_{x_0}(x1_hat)`` (parallel transport along the great circle from
+``x_0``): the same velocity along an exact conditional path, but with no pull, so guidance
+accumulates.
+
+Output scale (``output_scale``, :data:`OUTPUT_SCALES`; canonical flows in exact mode, whose
+coordinates carry the last layer's log-norm ``log_scale``): ``"flow"`` integrates it like
+every other coordinate and the sample keeps it. Otherwise the output network's log-scale is
+a separate per-sample state ``s`` beside the coordinates: the flow still integrates its own
+``log_scale`` (the field needs it as input: replacing it would put the field's input out of
+distribution), but the network that the guidance sees and that is returned has its logits
+rescaled to last-layer log-norm ``s`` (:func:`with_output_scale`: a temperature, the same
+predictions). With a number ``c``, ``s = log c`` throughout; with ``"learn"``, ``s`` starts at 0 (a unit
+last-layer norm) and only the guidance moves it (the guidance's ``log_scale`` component goes
+to ``s`` instead of the coordinates).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -28,9 +51,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from weightflow_jax.flows.paths import predicted_x1
 from weightflow_jax.flows.sampling import euler_step, velocity
 from weightflow_jax.flows.spaces import FlowSpace
-from weightflow_jax.sampling.guidance import Guidance, check_task, guidance_loss_at
+from weightflow_jax.geometry import product
+from weightflow_jax.sampling.guidance import (Guidance, check_task, guidance_direction,
+                                              schedule_weight)
 from weightflow_jax.symmetry import Canonical
 
 __all__ = [
@@ -38,6 +64,10 @@ __all__ = [
     "ADAPTIVE_SOLVERS",
     "ManifoldEuler",
     "check_solver",
+    "check_output_scale",
+    "with_output_scale",
+    "OUTPUT_SCALES",
+    "FLOW_VELOCITIES",
     "vector_field",
     "integrate",
 ]
@@ -89,6 +119,17 @@ class ManifoldEuler(diffrax.AbstractSolver):
         return terms.vf(t0, y0, args)
 
 
+def check_flow_velocity(flow_velocity: str, parameterization: str = "target") -> str:
+    """Raises ``ValueError`` for an unknown ``flow_velocity`` or one the field cannot give."""
+    if flow_velocity not in FLOW_VELOCITIES:
+        raise ValueError(f"unknown flow_velocity {flow_velocity!r}; choose one of "
+                         f"{FLOW_VELOCITIES}")
+    if flow_velocity == "displacement" and parameterization != "target":
+        raise ValueError("flow_velocity='displacement' needs a field that predicts x1 "
+                         f"(parameterization='target'), got {parameterization!r}")
+    return flow_velocity
+
+
 def check_solver(space: FlowSpace, solver: str) -> None:
     """Raises ``ValueError`` for an unknown solver or an adaptive one on the geometric flow."""
     if solver not in SOLVERS:
@@ -100,26 +141,76 @@ def check_solver(space: FlowSpace, solver: str) -> None:
             "solver='euler' (exp-map steps) is available. Use solver='euler' with --steps.")
 
 
+OUTPUT_SCALES = ("flow", "learn", "<positive number>")
+FLOW_VELOCITIES = ("conditional", "displacement")
+
+
+def check_output_scale(value: str | float) -> str | float:
+    """``"flow"``, ``"learn"`` or a positive float (a fixed last-layer norm), else ``ValueError``."""
+    if isinstance(value, str) and value in ("flow", "learn"):
+        return value
+    try:
+        c = float(value)
+    except (TypeError, ValueError):
+        c = float("nan")
+    if not c > 0 or c == float("inf"):
+        raise ValueError(f"output_scale must be 'flow', 'learn' or a positive number (the "
+                         f"last layer's Frobenius norm, 1 = the thesis's canonical form), got "
+                         f"{value!r}")
+    return c
+
+
 def vector_field(space: FlowSpace, predict_fn: PredictFn, *,
-                 parameterization: str = "target") -> Callable[[jax.Array, Canonical, Any],
-                                                               Canonical]:
+                 parameterization: str = "target", output_scale: str | float = "flow",
+                 flow_velocity: str = "conditional"
+                 ) -> Callable[[jax.Array, Canonical, Any], Canonical]:
     """The diffrax vector field ``(t, x_batch, guidance) -> v_batch`` (tangent at ``x``).
 
     The third argument (diffrax's ``args``) is ``None`` or a :class:`Guidance`, passed as data
-    so that large task sets are traced arguments rather than baked-in constants.
+    so that large task sets are traced arguments rather than baked-in constants; with
+    ``flow_velocity="displacement"`` it is the pair ``(guidance or None, x0_batch)``. With a
+    separate output scale (module docstring) the state and the velocity are pairs
+    ``(x_batch, s (n,))``.
 
     Args:
       space: the flow's space.
       predict_fn: ``(x_batch, t) -> raw network output`` (same tree as ``x_batch``).
       parameterization: ``"target"`` (x1 prediction) or ``"velocity"``.
+      output_scale: see the module docstring.
+      flow_velocity: ``"conditional"`` or ``"displacement"`` (module docstring).
     """
-    def vf(t, x, guidance):
+    output_scale = check_output_scale(output_scale)
+    check_flow_velocity(flow_velocity, parameterization)
+    separate = space.has_scale and output_scale != "flow"
+    spec = space.path_spec
+
+    def vf(t, y, args):
         t = jnp.asarray(t, jnp.float32)
-        g_fn, g_scale = None, 0.0
+        x, scale = y if separate else (y, None)
+        if flow_velocity == "displacement":
+            guidance, x_start = args
+            pred = predict_fn(x, t)
+            v = jax.vmap(lambda p, xi, x0: product.transport(spec, x0, xi, product.log(
+                spec, x0, predicted_x1(space, p))))(pred, x, x_start)
+        else:
+            guidance = args
+            v = velocity(space, predict_fn, x, t, parameterization)
+        v_scale = None if scale is None else jnp.zeros_like(scale)
         if guidance is not None and guidance.scale:
-            g_fn = guidance_loss_at(space, guidance, t)
-            g_scale = float(guidance.scale)
-        return velocity(space, predict_fn, x, t, parameterization, g_fn, g_scale)
+            seen = x if scale is None else with_output_scale(x, scale)
+            g = guidance_direction(space, guidance, t)(seen)
+            g = jax.vmap(lambda xi, gi: product.proj(spec, xi, gi))(seen, g)
+            w = float(guidance.scale) * schedule_weight(guidance.schedule, t)
+            if scale is not None:
+                if output_scale == "learn":
+                    v_scale = -w * g.log_scale
+                # back to x's coordinates: its b_L is the seen one times exp(sigma - s)
+                w_l, b_l = g.layers[-1]
+                back = jnp.exp(x.log_scale - scale)[:, None]
+                g = Canonical(list(g.layers[:-1]) + [(w_l, b_l * back)],
+                              jnp.zeros_like(g.log_scale))
+            v = jax.tree.map(lambda a, b: a - w * b, v, g)
+        return (v, v_scale) if separate else v
     return vf
 
 
@@ -127,7 +218,8 @@ def integrate(space: FlowSpace, predict_fn: PredictFn, x0: Canonical, *, steps: 
               solver: str = "euler", guidance: Guidance | None = None,
               parameterization: str = "target", rtol: float = 1e-3, atol: float = 1e-5,
               max_steps: int = 4096, t_end: float = 1.0, retract: bool = True,
-              return_stats: bool = False):
+              return_stats: bool = False, output_scale: str | float = "flow",
+              flow_velocity: str = "conditional"):
     """Carries a batch of prior draws from ``t = 0`` to ``t_end`` along the learned field.
 
     Works under ``jax.jit`` (all options are static Python values).
@@ -147,32 +239,57 @@ def integrate(space: FlowSpace, predict_fn: PredictFn, x0: Canonical, *, steps: 
       retract: put the final points onto the data manifold (spheres renormalized), as
         :func:`weightflow_jax.flows.euler_sample` does.
       return_stats: also return diffrax's statistics dict (``num_steps``, ...).
+      output_scale: ``"flow"``, ``"learn"`` or a fixed last-layer norm (module docstring).
+      flow_velocity: ``"conditional"`` or ``"displacement"`` (module docstring).
 
     Returns:
-      The batch at ``t_end`` (same tree and shapes as ``x0``), and the stats if asked.
+      The batch at ``t_end`` (same tree and shapes as ``x0``; with a separate output scale
+      its ``log_scale`` is the output network's ``s``), and the stats if asked.
     """
     check_solver(space, solver)
+    output_scale = check_output_scale(output_scale)
+    separate = space.has_scale and output_scale != "flow"
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if guidance is not None:
         check_task(space.sizes, guidance.x, guidance.y, "guidance task")
-    term = diffrax.ODETerm(vector_field(space, predict_fn, parameterization=parameterization))
+    term = diffrax.ODETerm(vector_field(space, predict_fn, parameterization=parameterization,
+                                        output_scale=output_scale,
+                                        flow_velocity=flow_velocity))
+    args = (guidance, x0) if flow_velocity == "displacement" else guidance
+    y0 = x0
+    if separate:
+        start = 0.0 if output_scale == "learn" else math.log(output_scale)
+        y0 = (x0, jnp.full_like(x0.log_scale, start))
     dt0 = float(t_end) / int(steps)
     if solver == "euler":
         step_fn = _EulerStep(space)
         sol = diffrax.diffeqsolve(
-            term, ManifoldEuler(step_fn), 0.0, float(t_end), dt0, x0, guidance,
+            term, ManifoldEuler(step_fn), 0.0, float(t_end), dt0, y0, args,
             stepsize_controller=diffrax.ConstantStepSize(), max_steps=int(steps) + 1,
             saveat=diffrax.SaveAt(t1=True))
     else:
         sol = diffrax.diffeqsolve(
-            term, ADAPTIVE_SOLVERS[solver](), 0.0, float(t_end), dt0, x0, guidance,
+            term, ADAPTIVE_SOLVERS[solver](), 0.0, float(t_end), dt0, y0, args,
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
             max_steps=int(max_steps), saveat=diffrax.SaveAt(t1=True))
-    x = jax.tree.map(lambda a: a[0], sol.ys)
+    y = jax.tree.map(lambda a: a[0], sol.ys)
+    x, scale = y if separate else (y, None)
     if retract:
         x = jax.vmap(space.retract)(x)
+    if scale is not None:
+        x = with_output_scale(x, scale)
     return (x, sol.stats) if return_stats else x
+
+
+def with_output_scale(x: Canonical, scale: jax.Array) -> Canonical:
+    """The network of ``x`` (exact canonical mode, a batch) with logits rescaled so that its
+    last layer's log-norm is ``scale``: ``log_scale <- scale`` and ``b_L <- b_L *
+    exp(scale - log_scale)``, i.e. all logits times ``exp(scale - log_scale)`` (a
+    temperature; predictions unchanged)."""
+    w, b = x.layers[-1]
+    factor = jnp.exp(scale - x.log_scale)
+    return Canonical(list(x.layers[:-1]) + [(w, b * factor[..., None])], scale)
 
 
 class _EulerStep:
@@ -182,6 +299,8 @@ class _EulerStep:
         self.space = space
 
     def __call__(self, y, v, dt):
+        if not isinstance(y, Canonical):  # (coordinates, separate output log-scale)
+            return euler_step(self.space, y[0], v[0], dt), y[1] + dt * v[1]
         return euler_step(self.space, y, v, dt)
 
     def __hash__(self):

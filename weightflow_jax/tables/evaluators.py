@@ -11,8 +11,12 @@ flows (``noisy``) comes after them. Every sampled row records ``samples_source``
 * ``noisy`` — checkpoints + Gaussian noise at the best flow row's nearest distance;
 * ``steps_sweep`` — a flow re-sampled with several Euler step counts (extra section);
 * ``transfer`` — a flow sampled for another task / hidden width, optionally guided;
-* ``finetune`` — fine-tuning from guided samples vs random init, several seeds (extra
-  section); ``adam`` — the random-init networks after the last epoch.
+* ``finetune`` — fine-tuning (Adam, the same batches) from random init, unguided samples
+  (balanced and exact form), guided samples and the zoo's final networks, several seeds,
+  with the seconds each start needs to reach :data:`REACH`, and the plain-SGD check of a
+  row's samples (extra sections); ``adam`` — the random-init networks after the last epoch;
+* ``guidance_sweep`` — guided samples over a lambda x Euler-steps grid plus ablations of
+  the chosen point (extra section).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from weightflow_jax.tables import context as ctx_lib
 from weightflow_jax.tables.spec import Row
 
 __all__ = ["EVALUATORS", "EULER_SWEEP", "FINETUNE", "FINETUNE_BATCH", "FINETUNE_LR",
-           "sweep_steps", "stats_row", "cached_samples", "register"]
+           "FINETUNE_STEPS", "FINETUNE_EPOCHS", "FINETUNE_STARTS", "REACH", "SGD_CHECK",
+           "sweep_steps", "stats_row", "cached_samples", "transfer_settings", "register"]
 
 EULER_SWEEP = (8, 32, 128, 512)
 # Fine-tuning settings per size: epochs, networks per initialization and seed, seeds.
@@ -172,25 +177,42 @@ def sweep_steps(cap: int) -> list[int]:
 
 def cached_samples(ctx: ctx_lib.Context, workdir: str, tag: str, *, num: int, steps: int,
                    arch: str | None = None, task: str | None = None, guidance: float = 0.0,
-                   guidance_batch: int = 256, chunk: int = 50, seed: int | None = None
-                   ) -> tuple[dict, bool]:
+                   guidance_batch: int = 256, chunk: int = 50, seed: int | None = None,
+                   options: Mapping[str, Any] | None = None) -> tuple[dict, bool]:
     """:func:`pipeline.sample_and_evaluate` of the flow in ``workdir``, cached under
-    ``workdir/table_<tag>.{npz,json}`` (re-sampled when the flow was retrained)."""
+    ``workdir/table_<tag>.{npz,json}`` (re-sampled when the flow was retrained or any
+    sampling setting changed). ``options``: overrides of the decoding/guidance options
+    (:func:`pipeline.sampling_options`) on top of the flow's ``config.sample``."""
     seed = ctx.seed if seed is None else int(seed)
     prefix = os.path.join(workdir, f"table_{tag}")
+    run = None
+    opts = dict(options or {})
     key = {"flow": ctx_lib.flow_version(workdir), "num": num, "steps": steps, "arch": arch,
            "task": task, "guidance": guidance, "guidance_batch": guidance_batch,
-           "seed": seed}
+           "seed": seed, "options": {k: opts[k] for k in sorted(opts)}}
     got = ctx_lib.read_json(prefix + ".json")
     if got and got.get("cache_key") == key and os.path.exists(prefix + ".npz"):
         return got, True
     run = pipeline.load_flow(workdir)
-    res = pipeline.sample_and_evaluate(run, prefix, num=num, steps=steps, seed=seed,
-                                       arch=arch, task=task, guidance=guidance,
-                                       guidance_batch=guidance_batch, chunk=chunk)
+    res = pipeline.sample_and_evaluate(
+        run, prefix, num=num, steps=steps, seed=seed, arch=arch, task=task, guidance=guidance,
+        guidance_batch=guidance_batch, chunk=chunk,
+        options=pipeline.sampling_options(run.config.sample, **opts))
     res["cache_key"] = key
     atomic.write_json(prefix + ".json", res)
     return res, False
+
+
+def _sweep_point(ctx: ctx_lib.Context, what: str, res: Mapping[str, Any], hit: bool,
+                 t0: float, **fields: Any) -> dict[str, Any]:
+    """One point of a sweep section from a :func:`cached_samples` result (printed)."""
+    sm = res["samples"]
+    print(f"[{ctx.table.name}] {what}: acc {sm['acc_mean']:.3f}±{sm['acc_std']:.3f} "
+          f"({'reused' if hit else 'sampled'}, {time.time() - t0:.1f} s)", flush=True)
+    return {**fields, "acc_mean": sm["acc_mean"], "acc_std": sm["acc_std"],
+            "loss_mean": sm["loss_mean"], "loss_std": sm["loss_std"],
+            "ensemble_acc": sm["ensemble_acc"], "num": sm["num"],
+            "sample_seconds": res["sample_seconds"], "reused": hit}
 
 
 @register("steps_sweep")
@@ -208,39 +230,48 @@ def steps_sweep(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[None, dict]
             res, hit = cached_samples(ctx, ev["workdir"], f"sweep_s{s}",
                                       num=int(cfg.sample.num), steps=s,
                                       chunk=int(cfg.sample.chunk))
-        sm = res["samples"]
-        out.append({"steps": s, "acc_mean": sm["acc_mean"], "acc_std": sm["acc_std"],
-                    "loss_mean": sm["loss_mean"], "loss_std": sm["loss_std"],
-                    "ensemble_acc": sm["ensemble_acc"], "num": sm["num"],
-                    "sample_seconds": res["sample_seconds"], "reused": hit})
-        print(f"[{ctx.table.name}] steps_sweep {s:>4d} Euler steps: acc {sm['acc_mean']:.3f}"
-              f"±{sm['acc_std']:.3f} ({'reused' if hit else 'sampled'}, "
-              f"{time.time() - t0:.1f} s)", flush=True)
+        out.append(_sweep_point(ctx, f"steps_sweep {s:>4d} Euler steps", res, hit, t0,
+                                steps=s))
     return None, {"steps_sweep": {"workdir": ev["workdir"], "label": row.label,
                                   "train_steps": int(ev["train"]["final_step"]),
                                   "points": out, "cap": int(cfg.sample.steps)}}
+
+
+# Row options that are sampling options (pipeline.SAMPLE_DEFAULTS) rather than row settings.
+_SAMPLING_OPTION_KEYS = tuple(pipeline.SAMPLE_DEFAULTS)
 
 
 def _transfer_tag(task: str, arch: str | None, guidance: float, steps: int) -> str:
     return f"{task}_{(arch or 'same').replace('-', 'x')}_g{guidance:g}_s{steps}"
 
 
+def transfer_settings(cfg, options: Mapping[str, Any]) -> dict[str, Any]:
+    """What a transfer row samples with: ``task``, ``arch``, ``guidance``, ``steps``,
+    ``guidance_batch`` (row options over the flow's ``config.sample``) and the sampling-option
+    overrides (``options``)."""
+    return {"task": str(options.get("task") or cfg.zoo.dataset), "arch": options.get("arch"),
+            "guidance": float(options.get("guidance", 0.0)),
+            "steps": int(options.get("steps", cfg.sample.steps)),
+            "guidance_batch": int(options.get("guidance_batch", cfg.sample.guidance_batch)),
+            "options": {k: options[k] for k in _SAMPLING_OPTION_KEYS if k in options}}
+
+
 def _transfer(ctx: ctx_lib.Context, row: Row, *, num: int | None = None,
-              seed: int | None = None) -> tuple[dict, dict, bool, str]:
-    """Samples ``row.flow`` for ``row.options`` (task, arch, guidance); cached."""
+              seed: int | None = None, spec: Mapping[str, Any] | None = None,
+              tag_suffix: str = "") -> tuple[dict, dict, bool, str]:
+    """Samples ``row.flow`` for ``row.options`` (task, arch, guidance, steps, ...), or for
+    ``spec`` (row options to use instead); cached."""
     ev = ctx.flow(row.flow)
     cfg = ctx.config(row.flow)
-    task = str(row.options.get("task") or cfg.zoo.dataset)
-    arch = row.options.get("arch")
-    guidance = float(row.options.get("guidance", 0.0))
-    steps = int(cfg.sample.steps)
-    tag = _transfer_tag(task, arch, guidance, steps)
+    st = transfer_settings(cfg, row.options if spec is None else spec)
+    tag = _transfer_tag(st["task"], st["arch"], st["guidance"], st["steps"]) + (
+        f"_b{st['guidance_batch']}" if st["guidance"] else "") + tag_suffix
     if num is not None or seed is not None:
         tag += f"_n{num}_seed{seed}"
     res, hit = cached_samples(ctx, ev["workdir"], tag, num=int(num or cfg.sample.num),
-                              steps=steps, arch=arch, task=task, guidance=guidance,
-                              guidance_batch=int(cfg.sample.guidance_batch),
-                              chunk=int(cfg.sample.chunk), seed=seed)
+                              steps=st["steps"], arch=st["arch"], task=st["task"],
+                              guidance=st["guidance"], guidance_batch=st["guidance_batch"],
+                              chunk=int(cfg.sample.chunk), seed=seed, options=st["options"])
     return ev, res, hit, os.path.join(ev["workdir"], f"table_{tag}.npz")
 
 
@@ -250,23 +281,79 @@ def transfer_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict
     ev, res, hit, npz = _transfer(ctx, row)
     cfg = ctx.config(row.flow)
     guidance = float(row.options.get("guidance", 0.0))
+    how = (f"guidance λ={guidance:g} ({res.get('guidance_mode')}, "
+           f"{res.get('guidance_schedule')}, batch {res.get('guidance_batch')}), "
+           f"{res.get('flow_velocity')} velocity" if guidance else "unguided")
     out = stats_row(row, res["samples"], train_steps=int(ev["train"]["final_step"]),
                     wall_seconds=float(res["sample_seconds"]), row_seconds=time.time() - t0,
                     workdir=ev["workdir"], reused=bool(ev["reused"] and hit),
                     model=str(cfg.model.name), samples_source=npz,
                     samples_task=str(res["task"]),
-                    note=f"{res['arch']} on {res['task']}, {res['steps']} Euler steps, "
-                         f"guidance {guidance:g}")
+                    representative=res.get("representative"),
+                    note=f"{res['arch']} on {res['task']}, {res['steps']} Euler steps, {how}, "
+                         f"output scale {res.get('output_scale')}, "
+                         f"{res.get('representative')} form")
     _print_row(ctx.table.name, out)
     return out, {}
 
 
-def _finetune(ctx: ctx_lib.Context, row: Row) -> dict[str, Any]:
-    """Fine-tuning curves on the row's task: guided samples vs random init, per seed.
+# Where fine-tuning curves are compared: after these optimizer steps and epochs.
+FINETUNE_STEPS = (16, 64, 256)
+FINETUNE_EPOCHS = (1, 2, 3, 5)
+# Extra evaluation points (every 16 steps over the first 512) for the time-to-accuracy reading.
+_FINE_GRID = tuple(range(16, 513, 16))
+REACH = 0.80  # the accuracy whose time-to-reach the table reports
+# The plain-SGD check of the published unguided samples (issue 18): lr 0.1, batch 128.
+SGD_CHECK = dict(lr=0.1, batch=128, steps=512)
+FINETUNE_STARTS = ("random init", "unguided samples", "unguided samples (exact form)",
+                   "guided samples", "zoo networks")
 
-    Per seed ``s``: ``networks`` guided samples drawn with sampling seed ``s``, as many
-    random N(0, 0.1²) initialisations from key ``s + 1``, both trained with the same
-    minibatch order (key ``s``).
+
+def _interval(v: np.ndarray) -> tuple[float, float]:
+    """Mean and 95% t-interval half-width of the mean over the entries of ``v``."""
+    from scipy import stats  # noqa: PLC0415  (scipy is a dependency; import kept local)
+    v = np.asarray(v, np.float64)
+    if v.size < 2:
+        return float(v.mean()), float("nan")
+    half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return float(v.mean()), float(half)
+
+
+def _finetune_inits(ctx: ctx_lib.Context, row: Row, s: int, n: int, task: str
+                    ) -> tuple[dict[str, mlp.Params], dict[str, Any]]:
+    """The starts of seed ``s``: name -> networks, and what the sampled ones cost."""
+    unguided = {"task": task, "guidance": 0.0}
+    _, r_u, _, npz_u = _transfer(ctx, row, num=n, seed=s, spec=unguided)
+    _, r_e, _, npz_e = _transfer(ctx, row, num=n, seed=s, tag_suffix="_exact",
+                                 spec={**unguided, "representative": "exact"})
+    _, r_g, _, npz_g = _transfer(ctx, row, num=n, seed=s)
+    z = ctx.zoo().zoo
+    final = np.asarray(z.final_indices())
+    pick = final[(np.arange(n) + s * n) % len(final)]
+    sampled = sampling_lib.load_samples_npz(npz_g)
+    inits = {"random init": evaluation.random_init(jax.random.key(s + 1),
+                                                   mlp.layer_sizes(sampled), n, w_std=None),
+             "unguided samples": sampling_lib.load_samples_npz(npz_u),
+             "unguided samples (exact form)": sampling_lib.load_samples_npz(npz_e),
+             "guided samples": sampled,
+             "zoo networks": [(np.asarray(w), np.asarray(b))
+                                    for w, b in z.select(pick)]}
+    cost = {"guided": {"npz": npz_g, "sample_seconds": float(r_g["sample_seconds"]),
+                       "acc_mean": float(r_g["samples"]["acc_mean"])},
+            "unguided": {"npz": npz_u, "sample_seconds": float(r_u["sample_seconds"])},
+            "files": [npz_u, npz_e, npz_g]}
+    return inits, cost
+
+
+def _finetune(ctx: ctx_lib.Context, row: Row) -> dict[str, Any]:
+    """Fine-tuning curves on the row's task from every start of :data:`FINETUNE_STARTS`.
+
+    Per seed ``s``: ``networks`` unguided and guided samples (sampling seed ``s``; the
+    unguided ones also decoded in the exact form), as many He-initialized networks (key
+    ``s + 1``) and final networks of the flow's zoo (a reference), all trained with Adam (lr :data:`FINETUNE_LR`, batch
+    :data:`FINETUNE_BATCH`) on the same minibatch order (key ``s``); test metrics after
+    every 16 steps up to 512, at :data:`FINETUNE_STEPS` and at every epoch end, with the
+    training seconds spent so far.
     """
     if "finetune" in ctx.cache:
         return ctx.cache["finetune"]
@@ -278,62 +365,119 @@ def _finetune(ctx: ctx_lib.Context, row: Row) -> dict[str, Any]:
     data = {}
     per_seed, any_miss = [], False
     for s in seeds:
-        _, res, hit, npz = _transfer(ctx, row, num=n, seed=s)
-        sampled = sampling_lib.load_samples_npz(npz)
-        stat = os.stat(npz)
-        key = {"samples": [npz, stat.st_mtime_ns, stat.st_size], "n": n, "seed": s,
-               "epochs": st["epochs"], "batch": FINETUNE_BATCH, "lr": FINETUNE_LR}
-        cache = os.path.join(os.path.dirname(npz), f"finetune_{task}_seed{s}.json")
+        inits, cost = _finetune_inits(ctx, row, s, n, task)
+        stamp = [[f, os.stat(f).st_mtime_ns, os.stat(f).st_size] for f in cost["files"]]
+        key = {"samples": stamp, "n": n, "seed": s, "epochs": st["epochs"],
+               "batch": FINETUNE_BATCH, "lr": FINETUNE_LR, "starts": list(inits),
+               "grid": [list(_FINE_GRID), list(FINETUNE_STEPS)], "version": 2}
+        cache = os.path.join(os.path.dirname(cost["guided"]["npz"]),
+                             f"finetune_{task}_seed{s}.json")
 
-        def compute(sampled=sampled, s=s):
+        def compute(inits=inits, s=s):
             if "data" not in data:
                 data["data"] = (data_lib.load(task, "train"), data_lib.load(task, "test"))
             (x_tr, y_tr), (x_te, y_te) = data["data"]
-            inits = {"sampled": sampled,
-                     "random init": evaluation.random_init(
-                         jax.random.key(s + 1), mlp.layer_sizes(sampled), n, w_std=0.1)}
             curves = evaluation.compare_inits(
                 inits, x_tr, y_tr, x_te, y_te, key=jax.random.key(s), epochs=st["epochs"],
-                batch_size=FINETUNE_BATCH, optimizer="adam", learning_rate=FINETUNE_LR)
+                batch_size=FINETUNE_BATCH, optimizer="adam", learning_rate=FINETUNE_LR,
+                eval_steps=_FINE_GRID + FINETUNE_STEPS)
             return {name: {k: np.asarray(v).tolist() for k, v in cv.items()}
                     for name, cv in curves.items()}
 
         curves, hit_ft = ctx_lib.cached(cache, key, compute)
-        any_miss |= not (hit and hit_ft)
-        per_seed.append({"seed": s, "samples": npz, "curves": curves})
+        any_miss |= not hit_ft
+        per_seed.append({"seed": s, "curves": curves, "cost": cost})
         print(f"[{ctx.table.name}] finetune seed {s} ({'reused' if hit_ft else 'computed'})",
               flush=True)
-    names = ("sampled", "random init")
-    epochs = per_seed[0]["curves"]["sampled"]["epoch"]
-    stacked = {nm: {m: np.concatenate([np.asarray(p["curves"][nm][m]) for p in per_seed])
-                    for m in ("test_accuracy", "test_loss")} for nm in names}
-    per_epoch = []
-    for i, e in enumerate(epochs):
-        seed_means = {nm: [float(np.mean(np.asarray(p["curves"][nm]["test_accuracy"])[:, i]))
-                           for p in per_seed] for nm in names}
-        a_s = stacked["sampled"]["test_accuracy"][:, i]
-        a_r = stacked["random init"]["test_accuracy"][:, i]
-        per_epoch.append({
-            "epoch": int(e), "sampled_mean": float(a_s.mean()), "sampled_std": float(a_s.std()),
-            "random_mean": float(a_r.mean()), "random_std": float(a_r.std()),
-            "sampled_seed_means": seed_means["sampled"],
-            "random_seed_means": seed_means["random init"],
-            "seeds_ahead": int(sum(a > b for a, b in zip(seed_means["sampled"],
-                                                          seed_means["random init"])))})
+    names = list(per_seed[0]["curves"])
+    first = per_seed[0]["curves"][names[0]]
+    spe = int(first["steps_per_epoch"])
+    steps_axis = [int(v) for v in first["step"]]
+    points = [("steps", k, k) for k in FINETUNE_STEPS if k < spe] + [
+        ("epoch", e, e * spe) for e in FINETUNE_EPOCHS if e <= st["epochs"]]
+    stacked = {nm: np.concatenate([np.asarray(p["curves"][nm]["step_accuracy"])
+                                   for p in per_seed]) for nm in names}
+    table_points = []
+    for unit, k, step in points:
+        i = steps_axis.index(step)
+        entry = {"unit": unit, "value": k, "step": step}
+        for nm in names:
+            m, h = _interval(stacked[nm][:, i])
+            entry[nm] = {"mean": m, "ci95": h}
+        table_points.append(entry)
+    reach = {}
+    for nm in names:
+        secs = [evaluation.seconds_to_reach(p["curves"][nm], REACH) for p in per_seed]
+        reach[nm] = {"seconds": [None if v is None else float(v) for v in secs],
+                     "mean_seconds": (float(np.mean(secs)) if all(v is not None for v in secs)
+                                      else None)}
+    g_secs = [p["cost"]["guided"]["sample_seconds"] for p in per_seed]
+    g_acc = [p["cost"]["guided"]["acc_mean"] for p in per_seed]
+    g_ft = reach.get("guided samples", {}).get("seconds", [None] * len(per_seed))
+    guided_reach = [None if f is None else a + f for a, f in zip(g_secs, g_ft)]
     out = {"label": row.label, "task": task, "epochs": int(st["epochs"]), "networks": n,
-           "seeds": list(seeds), "per_seed": per_seed, "per_epoch": per_epoch,
-           "curves": {nm: {"epoch": list(epochs),
-                           "test_accuracy": stacked[nm]["test_accuracy"].tolist(),
-                           "test_loss": stacked[nm]["test_loss"].tolist()} for nm in names},
+           "seeds": list(seeds), "starts": names, "steps_per_epoch": spe,
+           "points": table_points, "reach": {"threshold": REACH, "per_start": reach,
+                                             "guided_sampling_seconds": g_secs,
+                                             "guided_sample_acc": g_acc,
+                                             "guided_total_seconds": guided_reach},
+           "curves": {nm: {"step": steps_axis, "steps_per_epoch": spe,
+                           "step_accuracy": stacked[nm].tolist()} for nm in names},
            "batch": FINETUNE_BATCH, "lr": FINETUNE_LR, "seconds": time.time() - t0,
            "reused": not any_miss}
     ctx.cache["finetune"] = out
     return out
 
 
+def _sgd_check(ctx: ctx_lib.Context, row: Row, rows: list) -> dict[str, Any] | None:
+    """Plain SGD (:data:`SGD_CHECK`) from the ``sgd_check`` row's samples vs He init."""
+    src = row.options.get("sgd_check")
+    got = next((r for r in rows if r["key"] == src), None) if src else None
+    if not got or not got.get("samples_source"):
+        return None
+    npz = got["samples_source"]
+    task = str(got.get("samples_task") or row.options["task"])
+    sampled = sampling_lib.load_samples_npz(npz)
+    n = len(sampled[0][0])
+    seeds = tuple(int(s) for s in row.options.get("seeds", FINETUNE[ctx.size]["seeds"]))
+    stat = os.stat(npz)
+    key = {"samples": [npz, stat.st_mtime_ns, stat.st_size], "seeds": list(seeds),
+           **SGD_CHECK}
+    cache = os.path.join(os.path.dirname(npz), f"sgd_check_{task}.json")
+
+    def compute():
+        (x_tr, y_tr), (x_te, y_te) = data_lib.load(task, "train"), data_lib.load(task, "test")
+        spe = len(y_tr) // SGD_CHECK["batch"]
+        epochs = -(-SGD_CHECK["steps"] // spe)
+        acc = {"samples": [], "random init": []}
+        for s in seeds:
+            inits = {"samples": sampled,
+                     "random init": evaluation.random_init(
+                         jax.random.key(100 + s), mlp.layer_sizes(sampled), n, w_std=None)}
+            curves = evaluation.compare_inits(
+                inits, x_tr, y_tr, x_te, y_te, key=jax.random.key(s), epochs=epochs,
+                batch_size=SGD_CHECK["batch"], optimizer="sgd",
+                learning_rate=SGD_CHECK["lr"], momentum=0.0,
+                eval_steps=(SGD_CHECK["steps"],))
+            for nm, cv in curves.items():
+                i = list(np.asarray(cv["step"])).index(SGD_CHECK["steps"])
+                acc[nm] += np.asarray(cv["step_accuracy"])[:, i].tolist()
+        return {nm: {"mean": float(np.mean(v)), "acc": v} for nm, v in acc.items()}
+
+    value, _ = ctx_lib.cached(cache, key, compute)
+    print(f"[{ctx.table.name}] sgd check from {src}: {value['samples']['mean']:.3f} vs random "
+          f"init {value['random init']['mean']:.3f}", flush=True)
+    return {"row": src, "file": npz, "task": task, "networks": n, "seeds": list(seeds),
+            **SGD_CHECK, **value}
+
+
 @register("finetune")
 def finetune_extra(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[None, dict]:
-    return None, {"finetune": _finetune(ctx, row)}
+    out = {"finetune": _finetune(ctx, row)}
+    check = _sgd_check(ctx, row, rows)
+    if check is not None:
+        out["sgd_check"] = check
+    return None, out
 
 
 @register("adam")
@@ -341,19 +485,45 @@ def adam_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
     """The random-init networks of the fine-tuning run after its last epoch."""
     src = ctx.table.row(str(row.options["finetune_row"]))
     ft = _finetune(ctx, src)
-    r = ft["curves"]["random init"]
-    acc = np.asarray(r["test_accuracy"])[:, -1]
-    loss = np.asarray(r["test_loss"])[:, -1]
+    acc = np.asarray(ft["curves"]["random init"]["step_accuracy"])[:, -1]
     ev = {"num": len(acc), "acc_mean": acc.mean(), "acc_std": acc.std(),
-          "loss_mean": loss.mean(), "loss_std": loss.std(), "diversity_jsd": float("nan"),
+          "loss_mean": float("nan"), "loss_std": float("nan"), "diversity_jsd": float("nan"),
           "ensemble_acc": float("nan"), "ensemble_sizes": [], "acc": acc.tolist()}
     out = stats_row(row, ev, row_seconds=ft["seconds"], reused=ft["reused"],
-                    note=f"N(0, 0.1²) init, {ft['epochs']} epoch(s) Adam lr {FINETUNE_LR:g}, "
+                    note=f"He init, {ft['epochs']} epoch(s) Adam lr {FINETUNE_LR:g}, "
                          f"batch {FINETUNE_BATCH}, {ft['networks']} networks x seeds "
                          f"{', '.join(map(str, ft['seeds']))}")
-    out.update(diversity=None, ensemble_acc=None)
+    out.update(diversity=None, ensemble_acc=None, loss_mean=None, loss_std=None)
     _print_row(ctx.table.name, out)
     return out, {}  # the curves section belongs to the finetune row (when selected)
+
+
+@register("guidance_sweep")
+def guidance_sweep(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[None, dict]:
+    """Guided samples of ``row.flow`` over ``lambdas`` x ``steps`` (and ablations of the
+    chosen point: each a dict of row options on top of it), ``num`` networks each."""
+    o = row.options
+    num = int(o.get("num", 16))
+    base = {"task": o["task"], "guidance_batch": o.get("guidance_batch")}
+    base = {k: v for k, v in base.items() if v is not None}
+    specs = [({**base, "guidance": float(lam), "steps": int(k)}, f"λ={lam:g}, {k} steps")
+             for lam in o["lambdas"] for k in o["steps"]]
+    chosen = {**base, "guidance": float(o["chosen"][0]), "steps": int(o["chosen"][1])}
+    specs += [({**chosen, **ab}, label) for label, ab in o.get("ablations", ())]
+    points = []
+    for spec, label in specs:
+        t0 = time.time()
+        extra = "_".join(f"{k}-{spec[k]}" for k in sorted(spec)
+                         if k in _SAMPLING_OPTION_KEYS)
+        _, res, hit, _ = _transfer(ctx, row, num=num, seed=ctx.seed, spec=spec,
+                                   tag_suffix=f"_sweep{('_' + extra) if extra else ''}")
+        points.append(_sweep_point(
+            ctx, f"guidance_sweep {label}", res, hit, t0, label=label,
+            guidance=spec["guidance"], steps=spec["steps"],
+            options={k: res.get(k) for k in _SAMPLING_OPTION_KEYS},
+            guidance_batch=res.get("guidance_batch")))
+    return None, {"guidance_sweep": {"label": row.label, "task": o["task"], "num": num,
+                                     "chosen": list(o["chosen"]), "points": points}}
 
 
 def run_rows(ctx: ctx_lib.Context, rows: Sequence[Row]) -> tuple[list[dict], dict]:

@@ -36,9 +36,11 @@ def publish_samples(source: str, dest: str, task: str) -> dict[str, Any]:
       task: data set whose test split decides float16 vs float32.
 
     Returns:
-      ``{"file", "dtype", "num", "max_acc_change_float16", "bytes"}``.
+      ``{"file", "dtype", "num", "max_acc_change_float16", "bytes", "representative"}``
+      (the form the source says it holds, copied into ``dest``; ``None`` if it says none).
     """
     params = sampling_lib.load_samples_npz(source)
+    form = sampling_lib.samples_representative(source)
     x, y = data_lib.load(task, "test")
     acc32, _ = evaluation.accuracy_and_loss(params, x, y)
     half = [(w.astype(np.float16), b.astype(np.float16)) for w, b in params]
@@ -51,7 +53,9 @@ def publish_samples(source: str, dest: str, task: str) -> dict[str, Any]:
     arrays = {}
     for i, (w, b) in enumerate(chosen):
         arrays[f"W{i}"], arrays[f"b{i}"] = w, b
+    if form is not None:
+        arrays["representative"] = np.asarray(form)
     atomic.write_atomic(dest, lambda f: np.savez_compressed(f, **arrays))
     return {"file": dest, "dtype": "float16" if use16 else "float32",
             "num": int(params[0][0].shape[0]), "max_acc_change_float16": change,
-            "bytes": int(os.path.getsize(dest))}
+            "bytes": int(os.path.getsize(dest)), "representative": form}

@@ -118,23 +118,76 @@ def _header(table: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _ci(p: Mapping[str, Any]) -> str:
+    return f"{p['mean']:.3f} ± {p['ci95']:.3f}"
+
+
+def _secs(v: Any) -> str:
+    return "not reached" if v is None else f"{v:.1f}"
+
+
 def _finetune_lines(ft: Mapping[str, Any]) -> list[str]:
-    body = []
-    for p in ft["per_epoch"]:
-        body.append([p["epoch"], _ms(p["sampled_mean"], p["sampled_std"]),
-                     _ms(p["random_mean"], p["random_std"]),
-                     f"{p['sampled_mean'] - p['random_mean']:+.3f}",
-                     f"{p['seeds_ahead']} of {len(ft['seeds'])}"])
-    return ["## Training from sampled weights vs random init", "",
-            f"{ft['label']} on `{ft['task']}`: per seed, {ft['networks']} guided samples "
-            f"(sampling seed = the seed) and {ft['networks']} random N(0, 0.1²) "
-            f"initialisations, trained with Adam lr {ft['lr']:g}, batch {ft['batch']}, the "
-            f"same minibatch order; seeds {', '.join(map(str, ft['seeds']))}. Test accuracy "
-            "mean ± std over all networks of all seeds after each epoch (epoch 0 = the "
-            "initialisation); 'seeds ahead': seeds whose sampled networks' mean beats random "
-            "init's.", "",
-            evaluation.markdown_table(["epoch", "from samples", "random init", "difference",
-                                       "seeds ahead"], body)]
+    names = ft["starts"]
+    body = [[f"{p['value']} {'steps' if p['unit'] == 'steps' else 'epoch'}"
+             f"{'' if p['unit'] == 'steps' else 's' if p['value'] > 1 else ''}"]
+            + [_ci(p[nm]) for nm in names] for p in ft["points"]]
+    lines = ["## Fine-tuning from samples vs random init", "",
+             f"{ft['label']}: per seed (seeds {', '.join(map(str, ft['seeds']))}), "
+             f"{ft['networks']} networks of each start, all trained with Adam lr {ft['lr']:g}, "
+             f"batch {ft['batch']} on the same minibatch order ({ft['steps_per_epoch']} steps "
+             "an epoch). Starts: He-initialized networks; unguided samples (balanced form, "
+             "unit last-layer norm) and the same samples in the exact form (unit rows, all "
+             "scale in the last layer); guided samples (the `finetune` row's guidance); the "
+             "final networks of the flow's zoo (a reference: trained on the flow's task). Test accuracy: mean ± 95% t-interval "
+             "of the mean over all networks of all seeds.", "",
+             evaluation.markdown_table(["after"] + list(names), body), ""]
+    r = ft.get("reach")
+    if r:
+        rb = [[nm, _secs(r["per_start"][nm]["mean_seconds"]),
+               ", ".join(_secs(v) for v in r["per_start"][nm]["seconds"])] for nm in names]
+        g_total = r["guided_total_seconds"]
+        lines += [f"### Wall-clock seconds to reach {r['threshold']:.2f} on `{ft['task']}`", "",
+                  f"Training seconds (2 CPU cores, the {ft['networks']} networks of a seed "
+                  "trained together, compilation excluded) until their mean test accuracy "
+                  f"first reaches {r['threshold']:.2f}, interpolated between evaluations "
+                  "every 16 steps; mean over seeds and per seed.", "",
+                  evaluation.markdown_table(["start", "mean s", "per seed s"], rb), "",
+                  f"Guided sampling of {ft['networks']} networks took "
+                  f"{', '.join(f'{v:.1f}' for v in r['guided_sampling_seconds'])} s per seed "
+                  f"(mean sample accuracy {', '.join(f'{v:.3f}' for v in r['guided_sample_acc'])}"
+                  f"); with the fine-tuning still needed, guided sampling reaches "
+                  f"{r['threshold']:.2f} after {', '.join(_secs(v) for v in g_total)} s.", ""]
+        rand = r["per_start"].get("random init", {}).get("mean_seconds")
+        gmean = (None if any(v is None for v in g_total) else float(np.mean(g_total)))
+        if rand is not None and gmean is not None:
+            cheaper = "Adam from random init" if rand < gmean else "guided sampling"
+            lines += [f"Cheaper way to a {r['threshold']:.2f} network here: **{cheaper}** "
+                      f"({rand:.1f} s vs {gmean:.1f} s).", ""]
+    return lines
+
+
+def _guidance_sweep_lines(sw: Mapping[str, Any]) -> list[str]:
+    body = [[p["label"], p["options"].get("guidance_mode"), p["options"].get("flow_velocity"),
+             p["options"].get("output_scale"), p.get("guidance_batch"),
+             _ms(p["acc_mean"], p["acc_std"]), _f(p["loss_mean"]), _f(p["ensemble_acc"]),
+             _f(p["sample_seconds"], 1)] for p in sw["points"]]
+    return [f"## {sw['label']}", "",
+            f"{sw['num']} guided samples per point on `{sw['task']}` (test split; guidance on "
+            "the training split). λ·dt is the learning rate per Euler step on the balanced "
+            f"network; the chosen point (λ={sw['chosen'][0]:g}, {sw['chosen'][1]} steps) is "
+            "the guided rows' setting, and the last rows change one thing of it.", "",
+            evaluation.markdown_table(["setting", "mode", "flow velocity", "output scale",
+                                       "batch", "accuracy", "loss", "ensemble", "sampling s"],
+                                      body), ""]
+
+
+def _sgd_check_lines(sc: Mapping[str, Any]) -> list[str]:
+    return ["## Plain SGD from the published unguided samples", "",
+            f"`{sc['file']}` ({sc['networks']} networks, row `{sc['row']}`) and as many He "
+            f"initializations per seed, SGD lr {sc['lr']:g} (no momentum), batch {sc['batch']}, "
+            f"{sc['steps']} steps, seeds {', '.join(map(str, sc['seeds']))} (minibatch order): "
+            f"test accuracy {sc['samples']['mean']:.3f} from the samples vs "
+            f"{sc['random init']['mean']:.3f} from random init.", ""]
 
 
 def render_markdown(table: Mapping[str, Any]) -> str:
@@ -171,23 +224,30 @@ def render_markdown(table: Mapping[str, Any]) -> str:
                   f"re-sampled; step counts capped by the config's {sw['cap']}.", "",
                   evaluation.markdown_table(["Euler steps", "accuracy", "loss",
                                              "ensemble accuracy", "sampling s"], body)]
+    if "guidance_sweep" in ex:
+        lines += _guidance_sweep_lines(ex["guidance_sweep"])
     if "finetune" in ex:
         lines += _finetune_lines(ex["finetune"])
+    if "sgd_check" in ex:
+        lines += _sgd_check_lines(ex["sgd_check"])
     pub = [r for r in table["rows"] if r.get("published")]
     if pub:
         base = table["results_dir"]
         body = [[r["key"], f"[{os.path.relpath(r['published']['file'], base)}]"
                            f"({os.path.relpath(r['published']['file'], base)})",
-                 r["published"]["num"], r["published"]["dtype"],
+                 r["published"]["num"], r["published"].get("representative") or "exact",
+                 r["published"]["dtype"],
                  f"{r['published']['max_acc_change_float16']:.4f}",
                  f"{r['published']['bytes'] / 1024:.0f}"] for r in pub]
         lines += ["## Published samples", "",
                   "Every sampled row's networks as numpy `W0, b0, W1, b1, ...` (`W{i}` shaped "
-                  "(n, out, in)); float16 where rounding to it changes no network's test "
+                  "(n, out, in)) in the form the column says (balanced: per hidden neuron the "
+                  "incoming weights and bias have the outgoing weights' norm; exact: the "
+                  "flow's decoding; the file's `representative` entry says it too); float16 where rounding to it changes no network's test "
                   "accuracy by more than 0.001 (largest change shown), else float32. "
                   "Re-evaluate with `weightflow_jax.sampling.load_samples_npz` + "
                   "`weightflow_jax.evaluation.accuracy_and_loss`.", "",
-                  evaluation.markdown_table(["row", "file", "networks", "dtype",
+                  evaluation.markdown_table(["row", "file", "networks", "form", "dtype",
                                              "max accuracy change (float16)", "KiB"], body)]
     lines += ["## Goals", "", "Definitions:", ""]
     lines += [f"- {d}" for d in table["goal_definitions"]] + [""]
@@ -245,7 +305,7 @@ def plot_table(table: Mapping[str, Any]) -> list[str]:
     if "finetune" in ex:
         paths.append(evaluation.plot_finetune_curves(
             os.path.join(out_dir, "finetune_curves.png"), ex["finetune"]["curves"],
-            title=f"{ex['finetune']['task']}: from samples vs random init"))
+            title=f"{ex['finetune']['task']}: fine-tuning (Adam) from each start"))
     return paths
 
 
