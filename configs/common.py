@@ -32,8 +32,14 @@ Fields (override any from the command line, e.g. ``--config.train.steps=500``):
   ``min_lr_ratio * learning_rate`` at ``steps``), ``ema_decay`` (EMA of the parameters used
   for sampling and evaluation; 0 = off), ``grad_clip``, ``weight_decay``,
   ``checkpoint_every``, ``log_every``.
-* ``sample``: ``num`` networks, ``steps`` (Euler), ``guidance`` (lambda; 0 = off),
-  ``guidance_batch`` (task examples per guidance step), ``chunk`` (networks per call).
+* ``sample``: ``num`` networks, ``steps`` (Euler), ``guidance`` (lambda; 0 = off; ``lambda *
+  dt`` is the learning rate of the gradient step on the network per Euler step),
+  ``guidance_batch`` (task examples per guidance step), ``chunk`` (networks per call),
+  ``guidance_mode`` (balanced | coords), ``guidance_schedule`` (constant | late),
+  ``flow_velocity`` (auto | conditional | displacement; auto = displacement when guided),
+  ``output_scale`` (auto | flow | learn | a number; auto = flow on the flow's own task, else
+  learn when guided and 1.0 when not), ``representative`` (balanced | exact: the form the
+  sampled networks are written in); see ``weightflow_jax.sampling``.
 * ``eval``: ``ensemble_sizes`` for the posterior-predictive curve.
 * ``workdir``: default ``runs/<name>_<size>`` when empty.
 """

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import breast_cancer_geometric
-from weightflow_jax import flows, pipeline, train as train_lib
+from weightflow_jax import flows, pipeline, sampling, train as train_lib
 from weightflow_jax.train import recipe
 from weightflow_jax.geometry import product
 
@@ -138,6 +138,26 @@ def test_train_command_end_to_end(tmp_path):
     with np.load(out + ".npz") as f:
         assert f["W0"].shape == (3, 24, 30) and f["W1"].shape == (3, 8, 24)
     assert res["arch"] == "30-24-8-2"
+    # Written balanced by default (the file and the JSON say so); exact on request, the
+    # same function.
+    assert res["representative"] == "balanced" and res["output_scale"] == "flow"
+    assert sampling.samples_representative(out + ".npz") == "balanced"
+    assert ev["sample_options"]["representative"] == "balanced"
+    ex = pipeline.sample_and_evaluate(
+        run, str(tmp_path / "exact"), num=3, steps=2, arch="30-24-8-2", chunk=3,
+        options=pipeline.sampling_options(run.config.sample, representative="exact"))
+    assert ex["samples"]["acc"] == pytest.approx(res["samples"]["acc"])
+    assert ex["samples"]["loss"] == pytest.approx(res["samples"]["loss"], rel=1e-4)
+    # Guided: the displacement velocity; on the flow's own task the flow's output scale.
+    g = pipeline.sample_and_evaluate(run, str(tmp_path / "g"), num=2, steps=2, guidance=1.0,
+                                     guidance_batch=8, chunk=2)
+    assert (g["flow_velocity"], g["output_scale"], g["guidance_mode"]) == (
+        "displacement", "flow", "balanced")
+    auto = pipeline.resolve_sampling(pipeline.sampling_options({}), guided=False,
+                                     own_task=False)
+    assert auto["output_scale"] == 1.0 and auto["flow_velocity"] == "conditional"
+    assert pipeline.resolve_sampling(pipeline.sampling_options({}), guided=True,
+                                     own_task=False)["output_scale"] == "learn"
     # Bad input: a clear error and nothing written.
     bad = str(tmp_path / "bad")
     with pytest.raises(ValueError, match="input/output widths"):

@@ -300,6 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
         "num_training_snapshots": int(coords.layers[0][0].shape[0]),
         "model_params": n_params, "train": summary.as_dict(),
         "sample_seconds": sample_seconds, "samples": ev, "target_final_snapshots": target,
+        "sample_options": {k: sampled.get(k) for k in SAMPLE_DEFAULTS},
         "wall_seconds": time.time() - t_start, "hardware": _hardware(),
     }
     atomic.write_json(os.path.join(workdir, "eval.json"), result)

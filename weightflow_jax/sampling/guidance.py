@@ -231,7 +231,7 @@ def _balanced_direction_one(space: FlowSpace, coords: Canonical, x: jax.Array,
     theta = jax.lax.stop_gradient(theta)
     grads = jax.grad(_ce)(theta, x, y)
     if clip is not None:
-        norm = optax.global_norm(grads)
+        norm = optax.tree.norm(grads)
         grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12)),
                              grads)
     grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
