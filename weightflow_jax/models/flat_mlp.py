@@ -13,7 +13,8 @@ a reference network and only runs on the architecture it was trained on (other w
 refused with a clear error).
 
 Config fields (``config.model.mlp``): ``width``, ``num_blocks``, ``mlp_ratio``,
-``time_features``, ``input_skip``.
+``time_features``, ``input_skip`` (off by default: see :class:`~weightflow_jax.models.base.ModuleField`
+on why a skip into an x1-prediction carries the prior's noise into the samples).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ __all__ = ["FlatMLP", "FlatMLPField", "default_config", "build", "stats_mode"]
 
 def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
-        width=512, num_blocks=3, mlp_ratio=1, time_features=64, input_skip=True))
+        width=512, num_blocks=3, mlp_ratio=1, time_features=64, input_skip=False))
 
 
 class FlatMLP(nn.Module):

@@ -35,7 +35,9 @@ here are ``width`` wide (default 128) at about the cost of the flat ``mlp`` fiel
 
 Config fields (``config.model.neuron_transformer``): ``num_layers``, ``width``,
 ``num_heads``, ``mlp_ratio``, ``time_features``, ``standardize`` (none | per_layer),
-``fourier_features``, ``fourier_scale`` (of edge weights), ``input_skip``.
+``fourier_features``, ``fourier_scale`` (of edge weights), ``input_skip`` (off by default:
+a first-layer row's prediction is a ``width``-rank map of the token, which cannot cancel the
+prior noise a skip adds; see :class:`~weightflow_jax.models.base.ModuleField`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
     at 1.7x its step rate (docs/learning/mnist_geometric_nt_recipe.md)."""
     return ml_collections.ConfigDict(dict(
         num_layers=4, width=128, num_heads=4, mlp_ratio=2, time_features=64,
-        standardize="per_layer", fourier_features=0, fourier_scale=1.0, input_skip=True))
+        standardize="per_layer", fourier_features=0, fourier_scale=1.0, input_skip=False))
 
 
 @functools.lru_cache(maxsize=64)
