@@ -3,7 +3,7 @@ sampler carry the prior to those networks: training and sampling agree for every
 
 "The loss goes down" is not enough (the normalized flow trained to the geometric flow's loss
 while its MNIST samples stayed at 0.29 accuracy). Here each field is trained with
-:func:`weightflow_jax.pipeline.make_loss_fn` on ``K`` networks until its loss is near the
+:func:`weightflow_jax.train.recipe.make_loss_fn` on ``K`` networks until its loss is near the
 floor, then
 
 * the velocity the sampler integrates (:func:`weightflow_jax.flows.velocity`) is compared
@@ -29,7 +29,8 @@ import pytest
 from configs import (breast_cancer_euclidean, breast_cancer_geometric,
                      breast_cancer_normalized)
 from tests.flows import _oracle
-from weightflow_jax import flows, mlp, pipeline, sampling
+from weightflow_jax import flows, mlp, sampling
+from weightflow_jax.train import recipe
 from weightflow_jax.geometry import product
 
 # 12-3-2 (48 coordinates) with fields narrower than that: like the real ones (the `mlp`
@@ -68,9 +69,9 @@ def _training_set(space):
 
 
 def _train(config, space, x1s):
-    stats = pipeline.fit_field_stats(config, jax.tree.map(np.asarray, x1s))
-    run = pipeline.build_flow(config, space, jax.random.key(1), stats)
-    loss_fn = pipeline.make_loss_fn(run)
+    stats = recipe.fit_field_stats(config, jax.tree.map(np.asarray, x1s))
+    run = recipe.build_flow(config, space, jax.random.key(1), stats)
+    loss_fn = recipe.make_loss_fn(run)
     opt = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 3e-3, 20, STEPS))
     n = 64
 
