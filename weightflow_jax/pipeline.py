@@ -125,8 +125,8 @@ def resolve_sampling(options: Mapping[str, Any], *, guided: bool, own_task: bool
         out["flow_velocity"] = "displacement" if guided else "conditional"
     if out["output_scale"] == "auto":
         out["output_scale"] = "flow" if own_task else ("learn" if guided else 1.0)
-    elif isinstance(out["output_scale"], str) and out["output_scale"] not in ("flow", "learn"):
-        out["output_scale"] = float(out["output_scale"])
+    else:
+        out["output_scale"] = sampling_lib.check_output_scale(out["output_scale"])
     return out
 
 
@@ -219,7 +219,7 @@ def sample_and_evaluate(run: FlowRun, out_prefix: str, *, num: int, steps: int,
         "arch": mlp.format_arch(space.sizes), "task": task, "num": num, "steps": steps,
         "solver": solver, "guidance": guidance, "guidance_batch": guidance_batch,
         "seed": seed, "sample_seconds": seconds,
-        **{k: v for k, v in opts.items()},
+        **opts,
         "samples": evaluate_networks(params, x_test, y_test),
     }
     sampling_lib.save_samples_npz(out_prefix + ".npz", params,

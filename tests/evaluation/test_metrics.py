@@ -174,3 +174,12 @@ def test_plots_write_png(tmp_path):
     for p in paths:
         assert open(p, "rb").read(4) == png
     assert sorted(os.listdir(tmp_path)) == ["ens.png", "ft.png", "hist.png", "sub"]
+
+
+def test_ci95_half_width():
+    from weightflow_jax import evaluation
+    np.testing.assert_allclose(evaluation.ci95_half_width([0.0, 1.0, 2.0, 3.0]), 2.0543,
+                               atol=1e-3)   # t_{0.975,3} = 3.1824, std 1.2910, n 4
+    cols = evaluation.ci95_half_width(np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]]))
+    assert cols.shape == (2,) and cols[1] == 0.0 and cols[0] > 0
+    assert np.isnan(evaluation.ci95_half_width([1.0]))

@@ -20,7 +20,7 @@ from weightflow_jax.evaluation.network_evaluators import (
 from weightflow_jax.evaluation.finetune import (
     OPTIMIZERS, compare_inits, finetune_curves, make_optimizer, random_init, seconds_to_reach)
 from weightflow_jax.evaluation.metrics import (
-    accuracy_and_loss, check_task, diversity, ensemble_curve, ensemble_curve_from_probs, jsd,
+    accuracy_and_loss, check_task, ci95_half_width, diversity, ensemble_curve, ensemble_curve_from_probs, jsd,
     logits, mean_pairwise_jsd, mean_std, num_networks, probabilities)
 from weightflow_jax.evaluation.novelty import (
     WHOLE_RUN, checkpoint_spacing, nearest_checkpoint, nearest_neighbors, novelty_summary,
@@ -36,7 +36,7 @@ __all__ = [
     "AccuracyEvaluator", "DiversityEvaluator", "EnsembleEvaluator", "FinetuneEvaluator",
     "NoveltyEvaluator", "OPTIMIZERS", "compare_inits", "finetune_curves", "make_optimizer",
     "seconds_to_reach",
-    "random_init", "accuracy_and_loss", "check_task", "diversity", "ensemble_curve",
+    "random_init", "accuracy_and_loss", "check_task", "ci95_half_width", "diversity", "ensemble_curve",
     "ensemble_curve_from_probs", "jsd", "logits", "mean_pairwise_jsd", "mean_std",
     "num_networks", "probabilities", "WHOLE_RUN", "checkpoint_spacing", "nearest_checkpoint",
     "nearest_neighbors", "novelty_summary", "run_positions", "plot_accuracy_histograms",

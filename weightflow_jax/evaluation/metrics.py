@@ -37,6 +37,7 @@ __all__ = [
     "probabilities",
     "accuracy_and_loss",
     "mean_std",
+    "ci95_half_width",
     "ensemble_curve",
     "ensemble_curve_from_probs",
     "jsd",
@@ -132,6 +133,17 @@ def mean_std(values: Any) -> tuple[float, float]:
     if v.size == 0:
         raise ValueError("mean_std of an empty array")
     return float(v.mean()), float(v.std())
+
+
+def ci95_half_width(values: Any, axis: int = 0) -> np.ndarray:
+    """Half-width of the 95% Student-t interval of the mean along ``axis``
+    (``t_{0.975, n-1} * std(ddof=1) / sqrt(n)``); NaN when fewer than 2 values."""
+    from scipy import stats  # noqa: PLC0415  (scipy is a dependency; import kept local)
+    v = np.asarray(values, np.float64)
+    n = v.shape[axis]
+    if n < 2:
+        return np.full(np.delete(v.shape, axis), np.nan)
+    return stats.t.ppf(0.975, n - 1) * v.std(axis=axis, ddof=1) / np.sqrt(n)
 
 
 def _ensemble_stats(mean_probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from weightflow_jax.evaluation.metrics import ci95_half_width
+
 __all__ = [
     "save_figure",
     "plot_ensemble_curve",
@@ -119,7 +121,6 @@ def plot_finetune_curves(path: str, curves: Mapping[str, Mapping[str, Any]], *,
     (symlog) and the band the 95% t-interval of the mean; else mean +- std of ``metric``
     per epoch.
     """
-    from scipy import stats  # noqa: PLC0415  (only needed for the interval)
     fig, ax = _figure()
     stepwise = all("step_accuracy" in c for c in curves.values())
     for label, c in curves.items():
@@ -127,8 +128,7 @@ def plot_finetune_curves(path: str, curves: Mapping[str, Mapping[str, Any]], *,
             v = np.asarray(c["step_accuracy"], np.float64)
             x = np.asarray(c["step"])
             mean = v.mean(axis=0)
-            half = (stats.t.ppf(0.975, v.shape[0] - 1) * v.std(axis=0, ddof=1)
-                    / np.sqrt(v.shape[0])) if v.shape[0] > 1 else np.zeros_like(mean)
+            half = np.nan_to_num(ci95_half_width(v, axis=0))
         else:
             v = np.asarray(c[metric], np.float64)
             x = np.asarray(c.get("epoch", np.arange(v.shape[1])))

@@ -213,6 +213,17 @@ def _ce(params: mlp.Params, x: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
 
+def _finite(tree: Any) -> Any:
+    """Non-finite entries set to 0."""
+    return jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), tree)
+
+
+def _clip_norm(tree: Any, clip: float) -> Any:
+    """``tree`` scaled down to global norm ``clip`` when it is longer."""
+    norm = optax.tree.norm(tree)
+    return jax.tree.map(lambda g: g * jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12)), tree)
+
+
 def _balanced_direction_one(space: FlowSpace, coords: Canonical, x: jax.Array,
                             y: jax.Array, clip: float | None) -> Canonical:
     """``d enc(theta)[grad L(theta)]`` at ``theta = balance(decode(coords))`` (one network)."""
@@ -232,18 +243,12 @@ def _balanced_direction_one(space: FlowSpace, coords: Canonical, x: jax.Array,
     theta = jax.lax.stop_gradient(theta)
     grads = jax.grad(_ce)(theta, x, y)
     if clip is not None:
-        norm = optax.tree.norm(grads)
-        grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12)),
-                             grads)
-    grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
-    _, tangent = jax.jvp(encode, (theta,), (grads,))
+        grads = _clip_norm(grads, clip)
+    _, tangent = jax.jvp(encode, (theta,), (_finite(grads),))
     if clip is not None:
         # The encoding divides by row norms: a weak neuron's row (tiny norm in the balanced
         # form) turns a small step into a huge one in the coordinates. Clip there too.
-        tangent = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), tangent)
-        norm = optax.tree.norm(tangent)
-        tangent = jax.tree.map(
-            lambda g: g * jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-12)), tangent)
+        tangent = _clip_norm(_finite(tangent), clip)
     if space.kind == "euclidean":
         return tangent
     return Canonical([tuple(l) for l in tangent.layers], tangent.log_scale)

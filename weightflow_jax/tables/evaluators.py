@@ -185,7 +185,6 @@ def cached_samples(ctx: ctx_lib.Context, workdir: str, tag: str, *, num: int, st
     (:func:`pipeline.sampling_options`) on top of the flow's ``config.sample``."""
     seed = ctx.seed if seed is None else int(seed)
     prefix = os.path.join(workdir, f"table_{tag}")
-    run = None
     opts = dict(options or {})
     key = {"flow": ctx_lib.flow_version(workdir), "num": num, "steps": steps, "arch": arch,
            "task": task, "guidance": guidance, "guidance_batch": guidance_batch,
@@ -311,12 +310,8 @@ FINETUNE_STARTS = ("random init", "unguided samples", "unguided samples (exact f
 
 def _interval(v: np.ndarray) -> tuple[float, float]:
     """Mean and 95% t-interval half-width of the mean over the entries of ``v``."""
-    from scipy import stats  # noqa: PLC0415  (scipy is a dependency; import kept local)
-    v = np.asarray(v, np.float64)
-    if v.size < 2:
-        return float(v.mean()), float("nan")
-    half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-    return float(v.mean()), float(half)
+    v = np.asarray(v, np.float64).reshape(-1)
+    return float(v.mean()), float(evaluation.ci95_half_width(v))
 
 
 def _finetune_inits(ctx: ctx_lib.Context, row: Row, s: int, n: int, task: str
