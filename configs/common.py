@@ -18,7 +18,10 @@ Fields (override any from the command line, e.g. ``--config.train.steps=500``):
   neurons permuted to match its prior draw, :mod:`weightflow_jax.flows.pair_alignment`),
   ``sinkhorn_epsilon`` (relative to the cost's std), ``parameterization``
   (target = x1-prediction | velocity), ``time_distribution`` (beta | uniform), ``time_a``,
-  ``time_b``, ``prior_std``.
+  ``time_b``, ``prior_std``, ``condition`` (none | train_loss | train_acc: condition the
+  field on each snapshot's recorded *training-split* metric, G.pt-style;
+  :mod:`weightflow_jax.models.conditioning`), ``condition_dropout`` (fraction of training
+  conditions replaced by the null condition, for classifier-free guidance).
 * ``model``: ``name`` of the vector field (``rt`` = the thesis's relational transformer over
   the full neural graph, ``compact_rt`` = the same layers on the compact graph without
   input-neuron nodes, ``neuron_transformer`` = a wide transformer over hidden-neuron tokens,
@@ -39,7 +42,9 @@ Fields (override any from the command line, e.g. ``--config.train.steps=500``):
   ``flow_velocity`` (auto | conditional | displacement; auto = displacement when guided),
   ``output_scale`` (auto | flow | learn | a number; auto = flow on the flow's own task, else
   learn when guided and 1.0 when not), ``representative`` (balanced | exact: the form the
-  sampled networks are written in); see ``weightflow_jax.sampling``.
+  sampled networks are written in); see ``weightflow_jax.sampling``; ``condition`` (a
+  conditioned flow's prompt: final | best | p05 | p50 | p95 | a number | none) and
+  ``condition_weight`` (classifier-free guidance weight; 1 = the conditional field).
 * ``eval``: ``ensemble_sizes`` for the posterior-predictive curve.
 * ``workdir``: default ``runs/<name>_<size>`` when empty.
 """
@@ -74,7 +79,7 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
     c.flow = ml_collections.ConfigDict(dict(
         kind=flow, align=True, canonical_mode="exact", coupling="exact", pair_alignment="none",
         sinkhorn_epsilon=0.05, parameterization="target", time_distribution="beta",
-        time_a=1.0, time_b=2.0, prior_std=0.1))
+        time_a=1.0, time_b=2.0, prior_std=0.1, condition="none", condition_dropout=0.1))
     # Thesis size: the thesis's RT (5 layers, width 32 MNIST / 64 breast cancer), no EMA.
     c.model = default_model_config("rt")
     c.model.rt.update(dict(num_layers=5, width=32 if mnist else 64, num_heads=4))
@@ -86,7 +91,8 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
     c.sample = ml_collections.ConfigDict(dict(
         num=100, steps=512, guidance=0.0, guidance_batch=256, chunk=50,
         guidance_mode="balanced", guidance_schedule="constant", flow_velocity="auto",
-        output_scale="auto", representative="balanced"))
+        output_scale="auto", representative="balanced", condition="final",
+        condition_weight=1.0))
     c.eval = ml_collections.ConfigDict(dict(ensemble_sizes=(1, 2, 4, 8, 16, 32, 64)))
     if size == "cpu":
         c.model.name = CPU_MODEL

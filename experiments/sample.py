@@ -4,6 +4,7 @@
     python -m experiments.sample --workdir=RUN --task=fashion_mnist --guidance=200 \
         --steps=1024 --guidance_batch=1024
     python -m experiments.sample --workdir=RUN --arch=784-32-10
+    python -m experiments.sample --workdir=RUN --condition=best --condition_weight=1.5
 
 Writes ``<out>.npz`` (plain weights ``W0, b0, W1, b1, ...``, ``W{i}`` shaped ``(n, out, in)``,
 loadable with numpy alone, and ``representative``: the form they are in) and ``<out>.json``
@@ -52,6 +53,13 @@ _FLOW_VELOCITY = flags.DEFINE_enum("flow_velocity", "auto",
                                    "field's endpoint; auto: displacement when guided).")
 _OUTPUT_SCALE = flags.DEFINE_string("output_scale", "auto",
                                     "Last-layer norm: auto | flow | learn | a number.")
+_CONDITION = flags.DEFINE_string(
+    "condition", "auto", "A conditioned flow's prompt (its training-split metric, e.g. the "
+    "train loss): final (the zoo's final snapshots' mean) | best | p05 | p50 | p95 | a number "
+    "| none (unconditional); auto: the run's config.sample.condition.")
+_CONDITION_WEIGHT = flags.DEFINE_float(
+    "condition_weight", None, "Classifier-free guidance weight w: null + w (cond - null); "
+    "1 = the conditional field (default: the run's config.sample.condition_weight).")
 
 
 def main(argv):
@@ -73,7 +81,12 @@ def main(argv):
     options = pipeline.sampling_options(
         run.config.sample, representative=flag(_REPR), guidance_mode=flag(_MODE),
         guidance_schedule=flag(_SCHEDULE), flow_velocity=flag(_FLOW_VELOCITY),
-        output_scale=flag(_OUTPUT_SCALE))
+        output_scale=flag(_OUTPUT_SCALE), condition=flag(_CONDITION),
+        condition_weight=_CONDITION_WEIGHT.value)
+    if run.conditioner is None and (flag(_CONDITION) not in (None, "none")
+                                    or _CONDITION_WEIGHT.value is not None):
+        raise SystemExit("error: this flow was trained without a condition "
+                         "(flow.condition='none'); drop --condition/--condition_weight")
     try:
         result = pipeline.sample_and_evaluate(
             run, out, num=_NUM.value, steps=_STEPS.value, seed=_SEED.value,
@@ -84,6 +97,10 @@ def main(argv):
         raise SystemExit(f"error: {err}") from None
     ev = result["samples"]
     print(json.dumps({k: v for k, v in ev.items() if k not in ("acc", "loss")}, indent=2))
+    if result.get("condition_info"):
+        c = result["condition_info"]
+        print(f"condition {c['kind']} = {c['value']} (prompt {c['prompt']}), weight "
+              f"{c['weight']:g}")
     print(f"wrote {out}.npz ({result['representative']} form) and {out}.json")
 
 

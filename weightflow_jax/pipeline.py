@@ -35,14 +35,17 @@ from weightflow_jax import sampling as sampling_lib
 from weightflow_jax import train as train_lib
 from weightflow_jax import symmetry
 from weightflow_jax.symmetry import Canonical
-from weightflow_jax.train.recipe import (STATS_FILE, FlowRun, build_flow, ema_decay,
-                                         fit_field_stats, flow_space, load_field_stats,
-                                         make_batch_fn, make_optimizer, make_training,
-                                         sampling_variables, save_field_stats)
+from weightflow_jax.train.recipe import (CONDITION_FILE, STATS_FILE, FlowRun, build_flow,
+                                         condition_kind, ema_decay, fit_conditioner,
+                                         fit_field_stats, flow_space, load_conditioner,
+                                         load_field_stats, make_batch_fn, make_optimizer,
+                                         make_training, sampling_variables, save_conditioner,
+                                         save_field_stats)
 
 __all__ = ["default_workdir", "prepare_data", "train_flow", "train_and_evaluate", "load_flow",
            "flow_space_for", "sample_networks", "evaluate_networks", "sample_and_evaluate",
-           "SAMPLE_DEFAULTS", "sampling_options", "resolve_sampling",
+           "SAMPLE_DEFAULTS", "sampling_options", "resolve_sampling", "resolve_condition",
+           "condition_record", "achieved_train_loss",
            "upgrade_config", "lock_file_info", "LOCK_FILE"]
 
 
@@ -96,7 +99,8 @@ def flow_space_for(run: FlowRun, arch: str | None = None) -> flows.FlowSpace:
 
 SAMPLE_DEFAULTS = dict(guidance_mode="balanced", guidance_schedule="constant",
                        flow_velocity="auto", output_scale="auto",
-                       representative=symmetry.DEFAULT_REPRESENTATIVE)
+                       representative=symmetry.DEFAULT_REPRESENTATIVE,
+                       condition="final", condition_weight=1.0)
 
 
 def sampling_options(sample_config: Any, **overrides: Any) -> dict[str, Any]:
@@ -121,6 +125,8 @@ def resolve_sampling(options: Mapping[str, Any], *, guided: bool, own_task: bool
       it) and ``1.0`` (the thesis's canonical form) when not.
     """
     out = dict(options)
+    out.setdefault("condition", SAMPLE_DEFAULTS["condition"])
+    out.setdefault("condition_weight", SAMPLE_DEFAULTS["condition_weight"])
     if out["flow_velocity"] == "auto":
         out["flow_velocity"] = "displacement" if guided else "conditional"
     if out["output_scale"] == "auto":
@@ -137,7 +143,8 @@ def sample_networks(run: FlowRun, key: jax.Array, num: int, *, steps: int,
                     chunk: int = 50, guidance_mode: str = "balanced",
                     guidance_schedule: str = "constant", flow_velocity: str = "conditional",
                     output_scale: str | float = "flow",
-                    representative: str = symmetry.DEFAULT_REPRESENTATIVE) -> mlp.Params:
+                    representative: str = symmetry.DEFAULT_REPRESENTATIVE,
+                    condition: Any = "final", condition_weight: float = 1.0) -> mlp.Params:
     """Samples ``num`` networks (plain host weights) with :func:`weightflow_jax.sampling.sample`.
 
     Args:
@@ -149,8 +156,13 @@ def sample_networks(run: FlowRun, key: jax.Array, num: int, *, steps: int,
       flow_velocity, output_scale: see :mod:`weightflow_jax.sampling.solvers` (concrete
         values; :func:`resolve_sampling` turns ``"auto"`` into them).
       representative: the decoded form (``"balanced"`` or ``"exact"``).
+      condition: a conditioned flow's prompt: ``"final"`` (the zoo's final snapshots' mean
+        train loss/accuracy), ``"best"``, ``"p05"``/``"p50"``/``"p95"``, a number, or
+        ``None``/``"none"`` (unconditional); ignored by an unconditioned flow.
+      condition_weight: classifier-free guidance weight (``1`` = the conditional field).
     """
     space = space or run.space
+    value = resolve_condition(run, condition)
     guide = None
     if guidance:
         if task is None:
@@ -158,11 +170,35 @@ def sample_networks(run: FlowRun, key: jax.Array, num: int, *, steps: int,
         guide = sampling_lib.make_guidance(space, task[0], task[1], guidance,
                                            batch_size=guidance_batch, mode=guidance_mode,
                                            schedule=guidance_schedule)
+    predict = run.predict_fn(space, condition=value, condition_weight=condition_weight)
     return sampling_lib.sample(
-        space, run.predict_fn(space), key, num, steps=steps, solver=solver, guidance=guide,
+        space, predict, key, num, steps=steps, solver=solver, guidance=guide,
         batch_size=chunk, parameterization=str(run.config.flow.parameterization),
         prior_std=float(run.config.flow.prior_std), flow_velocity=flow_velocity,
         output_scale=output_scale, representative=representative)
+
+
+def resolve_condition(run: FlowRun, condition: Any) -> float | None:
+    """A prompt as a raw value for ``run`` (``None``: unconditional / unconditioned flow).
+
+    Raises:
+      ValueError: an unknown prompt name or an invalid value (see
+        :meth:`weightflow_jax.models.Conditioner.resolve`).
+    """
+    if run.conditioner is None or condition is None or str(condition) == "none":
+        return None
+    return run.conditioner.resolve(condition)
+
+
+def condition_record(run: FlowRun, options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the samples' JSON says of the condition: metric, prompt, value, weight."""
+    if run.conditioner is None:
+        return None
+    prompt = options.get("condition", SAMPLE_DEFAULTS["condition"])
+    value = resolve_condition(run, prompt)
+    return {"kind": run.conditioner.kind, "prompt": None if prompt is None else str(prompt),
+            "value": value, "weight": float(options.get("condition_weight", 1.0)),
+            "zoo_prompts": dict(run.conditioner.prompts)}
 
 
 def evaluate_networks(params: mlp.Params, x: np.ndarray, y: np.ndarray, *,
@@ -208,6 +244,7 @@ def sample_and_evaluate(run: FlowRun, out_prefix: str, *, num: int, steps: int,
             f"networks are {mlp.format_arch(space.sizes)}")
     opts = resolve_sampling(options if options is not None else sampling_options(
         run.config.sample), guided=bool(guidance), own_task=task == own)
+    cond_info = condition_record(run, opts)  # checks the prompt before sampling
     x_test, y_test = data_lib.load(task, "test")
     train = data_lib.load(task, "train") if guidance else None
     t0 = time.time()
@@ -219,7 +256,7 @@ def sample_and_evaluate(run: FlowRun, out_prefix: str, *, num: int, steps: int,
         "arch": mlp.format_arch(space.sizes), "task": task, "num": num, "steps": steps,
         "solver": solver, "guidance": guidance, "guidance_batch": guidance_batch,
         "seed": seed, "sample_seconds": seconds,
-        **opts,
+        **opts, "condition_info": cond_info,
         "samples": evaluate_networks(params, x_test, y_test),
     }
     sampling_lib.save_samples_npz(out_prefix + ".npz", params,
@@ -233,12 +270,19 @@ SAFE_TO_CHANGE_ON_RESUME = train_lib.DEFAULT_SAFE_FIELDS | {
     "train.steps", "train.log_every", "train.checkpoint_every", "workdir", "sample.num",
     "sample.steps", "sample.guidance", "sample.guidance_batch", "sample.chunk",
     "sample.guidance_mode", "sample.guidance_schedule", "sample.flow_velocity",
-    "sample.output_scale", "sample.representative", "eval.ensemble_sizes"}
+    "sample.output_scale", "sample.representative", "sample.condition",
+    "sample.condition_weight", "eval.ensemble_sizes"}
 
 
 def train_flow(config: ml_collections.ConfigDict, workdir: str, space: flows.FlowSpace,
-               coords: Canonical, *, progress: bool = True, hooks=()):
+               coords: Canonical, *, zoo: zoo_lib.Zoo | None = None, progress: bool = True,
+               hooks=()):
     """Trains (or resumes training) the flow of ``config`` on ``coords`` in ``workdir``.
+
+    A conditioned flow (``flow.condition != 'none'``) needs the ``zoo`` the coords came from
+    (:func:`prepare_data`): its recorded training-split metric of every snapshot is the
+    condition; the fitted :class:`~weightflow_jax.models.Conditioner` is stored in
+    ``workdir/condition.json``.
 
     Returns:
       ``(run, summary)``: the :class:`FlowRun` with the trained variables and the loop's
@@ -252,11 +296,23 @@ def train_flow(config: ml_collections.ConfigDict, workdir: str, space: flows.Flo
         raise ValueError(
             f"{workdir}/{STATS_FILE} holds standardization statistics of other training "
             "coordinates (another zoo or preprocessing); use a fresh --workdir")
+    conditioner, conditions = None, None
+    if condition_kind(config) != "none":
+        if zoo is None:
+            raise ValueError(f"flow.condition={condition_kind(config)!r} needs the zoo's "
+                             "recorded metrics: pass train_flow(..., zoo=zoo)")
+        conditioner = fit_conditioner(config, zoo)
+        conditions = np.asarray(zoo.metrics[conditioner.kind], np.float32)
+        stored_c = load_conditioner(workdir)
+        if stored_c is not None and stored_c.to_dict() != conditioner.to_dict():
+            raise ValueError(f"{workdir}/{CONDITION_FILE} was fitted on another zoo; use a "
+                             "fresh --workdir")
     os.makedirs(workdir, exist_ok=True)
     save_field_stats(workdir, stats)
-    run = build_flow(config, space, k_init, stats)
+    save_conditioner(workdir, conditioner)
+    run = build_flow(config, space, k_init, stats, conditioner)
     state, step, mesh = make_training(run, k_state)
-    batch_fn = make_batch_fn(run, coords, k_data)
+    batch_fn = make_batch_fn(run, coords, k_data, conditions)
     t = config.train
     state, summary = train_lib.train_loop(
         state, step, batch_fn, num_steps=int(t.steps), workdir=workdir,
@@ -279,7 +335,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
     space, coords, zoo, pre = prepare_data(config, progress=progress)
-    run, summary = train_flow(config, workdir, space, coords, progress=progress)
+    run, summary = train_flow(config, workdir, space, coords, zoo=zoo, progress=progress)
     n_params = sum(int(np.size(a)) for a in jax.tree.leaves(run.variables))
 
     sc = config.sample
@@ -288,6 +344,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
         seed=int(config.seed), guidance=float(sc.guidance),
         guidance_batch=int(sc.guidance_batch), chunk=int(sc.chunk))
     ev, sample_seconds = sampled["samples"], sampled["sample_seconds"]
+    if run.conditioner is not None:  # achieved training-split loss of the samples
+        ev["train_loss_mean"] = achieved_train_loss(
+            sampling_lib.load_samples_npz(os.path.join(workdir, "samples.npz")), config)
     x_test, y_test = data_lib.load(str(config.zoo.dataset), "test")
     final = zoo.final_indices()
     target = evaluate_networks(zoo.select(final), x_test, y_test)
@@ -301,11 +360,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
         "model_params": n_params, "train": summary.as_dict(),
         "sample_seconds": sample_seconds, "samples": ev, "target_final_snapshots": target,
         "sample_options": {k: sampled.get(k) for k in SAMPLE_DEFAULTS},
+        "condition": sampled.get("condition_info"),
         "wall_seconds": time.time() - t_start, "hardware": _hardware(),
     }
     atomic.write_json(os.path.join(workdir, "eval.json"), result)
     atomic.write_text(os.path.join(workdir, "report.md"), _report(config, result))
     return result
+
+
+def achieved_train_loss(params: mlp.Params, config: ml_collections.ConfigDict) -> float:
+    """Mean training-split loss of ``params`` on ``config.zoo.dataset`` (what a
+    ``train_loss`` prompt asks for)."""
+    x, y = data_lib.load(str(config.zoo.dataset), "train")
+    _, loss = evaluation.accuracy_and_loss(params, x, y)
+    return float(np.mean(loss))
 
 
 LOCK_FILE = "requirements-lock.txt"
@@ -422,6 +490,10 @@ def upgrade_config(cfg: dict) -> tuple[dict, list[str]]:
     if "pair_alignment" not in flow:
         flow["pair_alignment"] = "none"
         notes.append("flow.pair_alignment='none'")
+    for k, v in (("condition", "none"), ("condition_dropout", 0.1)):
+        if k not in flow:
+            flow[k] = v
+            notes.append(f"flow.{k}={v!r}")
     train = cfg.setdefault("train", {})
     for k, v in (("ema_decay", 0.0), ("schedule", "constant"), ("min_lr_ratio", 0.0)):
         if k not in train:
@@ -461,7 +533,12 @@ def load_flow(workdir: str) -> FlowRun:
                 f"{workdir} trained field {str(config.model.name)!r} with {mode!r} "
                 f"standardization but has no {STATS_FILE}; the run is incomplete — retrain it")
         stats = models_lib.Standardizer.identity(space.sizes)
-    run = build_flow(config, space, jax.random.key(0), stats)
+    conditioner = load_conditioner(workdir)
+    if condition_kind(config) != "none" and conditioner is None:
+        raise ValueError(f"{workdir} trained a flow conditioned on "
+                         f"{condition_kind(config)!r} but has no {CONDITION_FILE}; the run is "
+                         "incomplete — retrain it")
+    run = build_flow(config, space, jax.random.key(0), stats, conditioner)
     optimizer = make_optimizer(config)
     state = train_lib.create_train_state(run.variables["params"], optimizer, jax.random.key(0),
                                          ema=ema_decay(config) is not None)

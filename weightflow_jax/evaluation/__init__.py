@@ -8,6 +8,7 @@
 * :mod:`.finetune` — fine-tuning curves from given weights vs random init (vmapped optax).
 * :mod:`.plots` — PNG figures (Agg canvas); :mod:`.markdown` — markdown ``mean±std`` tables.
 * :mod:`.network_evaluators` — small objects with ``run(params) -> dict``.
+* :mod:`.prompts` — prompt alignment (R^2 of achieved vs prompted loss) of a conditioned flow.
 
 Networks are a batch of plain MLP weights: list of ``(W (N, out, in), b (N, out))``.
 """
@@ -27,7 +28,8 @@ from weightflow_jax.evaluation.novelty import (
     run_positions)
 from weightflow_jax.evaluation.plots import (
     plot_accuracy_histograms, plot_ensemble_curve, plot_finetune_curves,
-    plot_steps_vs_accuracy, save_figure)
+    plot_prompt_alignment, plot_steps_vs_accuracy, save_figure)
+from weightflow_jax.evaluation.prompts import prompt_alignment, prompt_grid, r_squared
 from weightflow_jax.evaluation.markdown import (
     format_mean_std, format_value, markdown_table, results_table)
 
@@ -42,4 +44,5 @@ __all__ = [
     "nearest_neighbors", "novelty_summary", "run_positions", "plot_accuracy_histograms",
     "plot_ensemble_curve", "plot_finetune_curves", "plot_steps_vs_accuracy", "save_figure",
     "format_mean_std", "format_value", "markdown_table", "results_table",
+    "plot_prompt_alignment", "prompt_alignment", "prompt_grid", "r_squared",
 ]

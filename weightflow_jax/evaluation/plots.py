@@ -23,6 +23,7 @@ __all__ = [
     "plot_finetune_curves",
     "plot_steps_vs_accuracy",
     "plot_accuracy_vs_time",
+    "plot_prompt_alignment",
 ]
 
 
@@ -198,4 +199,33 @@ def plot_accuracy_vs_time(path: str, curves: Mapping[str, tuple[Sequence, Sequen
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     _legend(ax, len(curves) + len(hlines or {}))
+    return save_figure(fig, path)
+
+
+def plot_prompt_alignment(path: str, series: Mapping[str, tuple[Sequence, Sequence, Sequence]],
+                          *, title: str = "", xlabel: str = "prompted train loss",
+                          ylabel: str = "achieved train loss",
+                          markers: Mapping[str, float] | None = None, log: bool = True) -> str:
+    """Desired vs achieved: per series ``(prompts, achieved means, achieved stds)``, the
+    identity line, and vertical markers (e.g. the zoo's best loss)."""
+    fig, ax = _figure((5.2, 4.0))
+    lo = min(min(p) for p, _, _ in series.values())
+    hi = max(max(p) for p, _, _ in series.values())
+    for label, (p, m, s) in series.items():
+        ax.errorbar(p, m, yerr=s, marker="o", ms=4, capsize=2, label=label)
+        lo = min(lo, min(m))
+        hi = max(hi, max(m))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="achieved = prompted")
+    for name, v in (markers or {}).items():
+        ax.axvline(v, color="grey", lw=0.8, ls=":")
+        ax.annotate(name, (v, hi), fontsize=7, rotation=90, va="top", ha="right")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
     return save_figure(fig, path)

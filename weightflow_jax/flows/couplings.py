@@ -89,7 +89,8 @@ _sinkhorn_jit = jax.jit(sinkhorn_assignment, static_argnames=("epsilon", "max_it
 
 
 def couple(kind: str, key: jax.Array, space: FlowSpace, x0: Canonical, x1: Canonical,
-           epsilon: float = 0.05) -> Canonical:
+           epsilon: float = 0.05, *, return_index: bool = False
+           ) -> Canonical | tuple[Canonical, jax.Array]:
     """Reorders the batch ``x1`` so that ``x1[i]`` is the target of ``x0[i]``.
 
     Args:
@@ -98,20 +99,25 @@ def couple(kind: str, key: jax.Array, space: FlowSpace, x0: Canonical, x1: Canon
       space: the flow's space (gives the cost's geometry).
       x0, x1: batches (leading axis ``n``) of coordinates.
       epsilon: Sinkhorn regularisation relative to the cost's standard deviation.
+      return_index: also return the reordering ``idx`` (``x1_new[i] = x1[idx[i]]``), e.g.
+        to carry a per-network condition along.
 
     Returns:
-      ``x1`` reordered (same shapes).
+      ``x1`` reordered (same shapes), or ``(x1 reordered, idx)``.
     """
-    if kind == "independent":
-        return x1
     if kind not in COUPLINGS:
         raise ValueError(f"unknown coupling {kind!r}; choose one of {COUPLINGS}")
+    n = x1.layers[0][0].shape[0]
+    if kind == "independent":
+        idx = jnp.arange(n)
+        return (x1, idx) if return_index else x1
     cost = _cost_jit(space, x0, x1)
     if kind == "exact":
         idx = jnp.asarray(exact_assignment(jax.device_get(cost)))
     else:
         idx = _sinkhorn_jit(key, cost, epsilon=epsilon)
-    return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), x1)
+    out = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), x1)
+    return (out, idx) if return_index else out
 
 
 def mean_pair_cost(space: FlowSpace, x0: Canonical, x1: Canonical) -> jax.Array:

@@ -13,15 +13,18 @@ from __future__ import annotations
 import ml_collections
 
 from weightflow_jax.flows.spaces import FlowSpace
-from weightflow_jax.models import CoordSpec, Field, Standardizer, build_field, stats_mode
+from weightflow_jax.models import (Conditioner, CoordSpec, Field, Standardizer, build_field,
+                                   stats_mode)
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["coord_spec", "fit_stats", "make_field"]
 
 
-def coord_spec(space: FlowSpace, parameterization: str = "target") -> CoordSpec:
-    """The coordinates of ``space`` as a field sees them."""
-    return CoordSpec(space.sizes, space.has_scale, output_offset=parameterization == "target")
+def coord_spec(space: FlowSpace, parameterization: str = "target",
+               condition: Conditioner | None = None) -> CoordSpec:
+    """The coordinates of ``space`` as a field sees them (``condition``: a conditioned field)."""
+    return CoordSpec(space.sizes, space.has_scale, output_offset=parameterization == "target",
+                     condition=condition)
 
 
 def fit_stats(model_cfg: ml_collections.ConfigDict, coords: Canonical) -> Standardizer:
@@ -30,6 +33,7 @@ def fit_stats(model_cfg: ml_collections.ConfigDict, coords: Canonical) -> Standa
 
 
 def make_field(model_cfg: ml_collections.ConfigDict, space: FlowSpace, parameterization: str,
-               stats: Standardizer) -> Field:
-    """The field named ``model_cfg.name`` for ``space`` (see :mod:`weightflow_jax.models`)."""
-    return build_field(model_cfg, coord_spec(space, parameterization), stats)
+               stats: Standardizer, condition: Conditioner | None = None) -> Field:
+    """The field named ``model_cfg.name`` for ``space`` (see :mod:`weightflow_jax.models`);
+    with ``condition`` the field takes a condition value per network."""
+    return build_field(model_cfg, coord_spec(space, parameterization, condition), stats)

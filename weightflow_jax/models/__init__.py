@@ -1,8 +1,10 @@
 """Vector fields over MLP weights, chosen by name (``config.model.name``).
 
-* :class:`Field` — the common interface (``init``, ``apply(variables, coords, t)``,
+* :class:`Field` — the common interface (``init``, ``apply(variables, coords, t, cond=None)``,
   ``check_sizes``); :func:`build_field` builds one from ``config.model``
   (:mod:`.registry`).
+* :mod:`.conditioning` — :class:`Conditioner`: every field optionally conditioned on a
+  snapshot's training loss/accuracy (classifier-free guidance at sampling).
 * One module per field, named after it: ``rt`` (:mod:`.rt`, field and model) — the thesis's
   relational transformer over the full neural graph (:class:`VectorField`); ``compact_rt``
   (:mod:`.compact_rt`) — the same layers on the compact graph without input-neuron nodes;
@@ -18,12 +20,15 @@
 
 from weightflow_jax.models.base import (STANDARDIZE_MODES, CoordSpec, Field, Standardizer,
                                         fourier_features)
+from weightflow_jax.models.conditioning import CONDITIONS, Conditioner
 from weightflow_jax.models.layers import RTLayer, segment_softmax, sinusoidal_embedding
 from weightflow_jax.models.rt import ATTENTION_MODES, VectorField, apply_to_mlp
 from weightflow_jax.models.registry import (MODELS, build_field, default_model_config,
                                             get_module, stats_mode)
 
 __all__ = [
+    "CONDITIONS",
+    "Conditioner",
     "ATTENTION_MODES",
     "CoordSpec",
     "Field",

@@ -5,7 +5,10 @@ leading batch axis ``n``) and times ``t`` ``(n,)`` into a raw prediction of the 
 (``x1`` or a velocity, as the flow's parameterization says). Every field is a :class:`Field`:
 
 * ``field.init(key) -> variables`` (``{"params": ...}``, traced on one zero network);
-* ``field.apply(variables, x, t) -> Canonical`` (pure; works under ``jit``/``vmap``/``grad``);
+* ``field.apply(variables, x, t, cond=None) -> Canonical`` (pure; works under
+  ``jit``/``vmap``/``grad``); ``cond`` is a conditioned field's raw condition value per
+  network (scalar or ``(n,)``, ``NaN`` = the null condition; ``None`` = all null), see
+  :mod:`weightflow_jax.models.conditioning`;
 * ``field.check_sizes(sizes)``: raises ``ValueError`` when the field cannot run on networks of
   ``sizes`` (a hidden width the flat ``mlp`` field was not built for, another input width).
 
@@ -35,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from weightflow_jax import mlp
+from weightflow_jax.models.conditioning import Conditioner
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["CoordSpec", "Field", "ModuleField", "Standardizer", "STANDARDIZE_MODES", "fourier_features",
@@ -53,11 +57,14 @@ class CoordSpec:
       has_scale: coordinates carry ``log_scale`` (canonical flows in exact mode).
       output_offset: the raw output is an ``x1`` prediction (parameterization ``target``):
         de-standardized with the mean; otherwise (``residual``, ``velocity``) without it.
+      condition: the field is conditioned on a scalar per network (see
+        :mod:`weightflow_jax.models.conditioning`); ``None``: unconditioned.
     """
 
     sizes: tuple[int, ...]
     has_scale: bool
     output_offset: bool = True
+    condition: Conditioner | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "sizes", mlp.parse_arch(self.sizes))
@@ -329,19 +336,47 @@ class Field:
     def init(self, key: jax.Array) -> Any:
         raise NotImplementedError
 
-    def apply(self, variables: Any, x: Canonical, t: jax.Array) -> Canonical:
+    def apply(self, variables: Any, x: Canonical, t: jax.Array,
+              cond: jax.Array | None = None) -> Canonical:
         raise NotImplementedError
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the field takes a condition (``spec.condition`` is set)."""
+        return self.spec.condition is not None
 
     def _times(self, x: Canonical, t: jax.Array) -> jax.Array:
         n = x.layers[0][0].shape[0]
         return jnp.broadcast_to(jnp.asarray(t, jnp.float32), (n,))
 
+    def _condition(self, n: int, cond: jax.Array | None) -> jax.Array | None:
+        """The module's condition features ``(n, F)`` (``None`` for an unconditioned field).
+
+        Raises:
+          ValueError: a condition given to an unconditioned field.
+        """
+        if self.spec.condition is None:
+            if cond is not None:
+                raise ValueError(f"field {self.name!r} was trained without a condition "
+                                 "(flow.condition='none'); drop the condition or train a "
+                                 "conditioned flow (--config.flow.condition=train_loss)")
+            return None
+        if cond is None:
+            values = jnp.full((n,), jnp.nan, jnp.float32)
+        else:
+            values = jnp.broadcast_to(jnp.asarray(cond, jnp.float32), (n,))
+        return self.spec.condition.features(values)
+
+    def _init_condition(self) -> jax.Array | None:
+        """Condition features of one null condition for tracing ``init`` (or ``None``)."""
+        return self._condition(1, None) if self.conditioned else None
+
 
 class ModuleField(Field):
     """A field that is one flax module on standardized coordinates (the graph fields).
 
-    ``module.apply(variables, z, t)`` maps a standardized batch ``z`` (a ``Canonical``) and
-    times to a standardized prediction of the same structure; with ``input_skip`` the
+    ``module.apply(variables, z, t, c)`` maps a standardized batch ``z`` (a ``Canonical``),
+    times and condition features ``c`` (``None`` when unconditioned) to a standardized prediction of the same structure; with ``input_skip`` the
     prediction is ``z + out``. Outputs are de-standardized (see :class:`Standardizer`).
 
     ``input_skip`` is off in every field's defaults. With it an x1-prediction is ``x_t`` plus
@@ -362,12 +397,15 @@ class ModuleField(Field):
 
     def init(self, key: jax.Array) -> Any:
         x = zero_coords(self.spec.sizes, self.spec.has_scale)
-        return jax.jit(lambda k: self.module.init(k, x, jnp.zeros((1,), jnp.float32)))(key)
+        c = self._init_condition()
+        return jax.jit(lambda k: self.module.init(k, x, jnp.zeros((1,), jnp.float32), c))(key)
 
-    def apply(self, variables: Any, x: Canonical, t: jax.Array) -> Canonical:
+    def apply(self, variables: Any, x: Canonical, t: jax.Array,
+              cond: jax.Array | None = None) -> Canonical:
         t = self._times(x, t)
+        c = self._condition(t.shape[0], cond)
         z = self.stats.forward(x)
-        out = self.module.apply(variables, z, t)
+        out = self.module.apply(variables, z, t, c)
         if self.input_skip:
             out = jax.tree.map(jnp.add, z, out)
         return self.stats.inverse(out, offset=self.spec.output_offset)

@@ -44,8 +44,8 @@ import numpy as np
 from weightflow_jax import mlp
 from weightflow_jax.models.base import (GRAPH_STANDARDIZE, CoordSpec, ModuleField,
                                         Standardizer, fourier_features, graph_stats_mode)
-from weightflow_jax.models.layers import (EMBED_STD, _scan_blocks, _SparseBlock,
-                                          sinusoidal_embedding)
+from weightflow_jax.models.conditioning import time_condition_features
+from weightflow_jax.models.layers import EMBED_STD, _scan_blocks, _SparseBlock
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["CompactRT", "CompactRTField", "compact_structure", "default_config", "build",
@@ -122,7 +122,7 @@ class CompactRT(nn.Module):
     has_scale: bool = False
 
     @nn.compact
-    def __call__(self, z: Canonical, t: jax.Array) -> Canonical:
+    def __call__(self, z: Canonical, t: jax.Array, c: jax.Array | None = None) -> Canonical:
         sizes = (int(z.layers[0][0].shape[-1]),) + tuple(int(w.shape[-2]) for w, _ in z.layers)
         if sizes[0] != self.d_in or sizes[-1] != self.d_out:
             raise ValueError(f"compact_rt was built for d_in={self.d_in}, d_out={self.d_out}; "
@@ -140,7 +140,7 @@ class CompactRT(nn.Module):
         dtype = jnp.result_type(z.layers[0][0], jnp.float32)
         ff = lambda v: fourier_features(v, self.fourier_features, self.fourier_scale)
 
-        temb = sinusoidal_embedding(t, self.time_features)
+        temb = time_condition_features(t, self.time_features, c)
         temb = nn.Dense(d, name="time_mlp_out")(nn.gelu(nn.Dense(d, name="time_mlp_in")(temb)))
 
         w0, b0 = z.layers[0]

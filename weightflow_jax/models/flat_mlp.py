@@ -1,10 +1,11 @@
 """``mlp``: a residual MLP over the flattened coordinates (as DeepWeightFlow does).
 
 Every coordinate (``W0, b0, W1, ...`` row-major, then ``log_scale``) is standardized with its
-own mean and standard deviation from the training set; sinusoidal time features go in beside
-them and condition every block::
+own mean and standard deviation from the training set; sinusoidal time features (with a conditioned
+flow's condition features appended, :mod:`.conditioning`) go in beside them and condition
+every block::
 
-    h = Dense(concat(z_t, sin/cos(t)))
+    h = Dense(concat(z_t, sin/cos(t) [, c]))
     h = h + Dense(gelu(Dense(LN(h)) + Dense(temb)))        (num_blocks times)
     out = Dense_zero(LN(h));  z1_hat = z_t + out  (input_skip)  or  out
 
@@ -28,7 +29,7 @@ import ml_collections
 
 from weightflow_jax.models.base import (CoordSpec, Field, Standardizer, _flat, _unflat,
                                         num_coords)
-from weightflow_jax.models.layers import sinusoidal_embedding
+from weightflow_jax.models.conditioning import time_condition_features
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["FlatMLP", "FlatMLPField", "default_config", "build", "stats_mode"]
@@ -49,8 +50,8 @@ class FlatMLP(nn.Module):
     time_features: int = 64
 
     @nn.compact
-    def __call__(self, z: jax.Array, t: jax.Array) -> jax.Array:
-        tsin = sinusoidal_embedding(t, self.time_features)
+    def __call__(self, z: jax.Array, t: jax.Array, c: jax.Array | None = None) -> jax.Array:
+        tsin = time_condition_features(t, self.time_features, c)
         temb = nn.gelu(nn.Dense(self.width, name="time_in")(tsin))
         h = nn.Dense(self.width, name="input")(jnp.concatenate([z, tsin], axis=-1))
         for i in range(self.num_blocks):
@@ -76,14 +77,17 @@ class FlatMLPField(Field):
 
     def init(self, key: jax.Array) -> Any:
         z = jnp.zeros((1, self.module.out_dim), jnp.float32)
-        return jax.jit(lambda k: self.module.init(k, z, jnp.zeros((1,), jnp.float32)))(key)
+        c = self._init_condition()
+        return jax.jit(lambda k: self.module.init(k, z, jnp.zeros((1,), jnp.float32), c))(key)
 
-    def apply(self, variables: Any, x: Canonical, t: jax.Array) -> Canonical:
+    def apply(self, variables: Any, x: Canonical, t: jax.Array,
+              cond: jax.Array | None = None) -> Canonical:
         self.check_sizes((int(x.layers[0][0].shape[-1]),)
                          + tuple(int(w.shape[-2]) for w, _ in x.layers))
         t = self._times(x, t)
+        c = self._condition(t.shape[0], cond)
         z = _flat(self.stats.forward(x))
-        out = self.module.apply(variables, z, t)
+        out = self.module.apply(variables, z, t, c)
         if self.input_skip:
             out = z + out
         return self.stats.inverse(_unflat(out, self.spec.sizes, self.spec.has_scale),

@@ -54,7 +54,8 @@ import numpy as np
 from weightflow_jax import mlp
 from weightflow_jax.models.base import (GRAPH_STANDARDIZE, CoordSpec, ModuleField,
                                         Standardizer, fourier_features, graph_stats_mode)
-from weightflow_jax.models.layers import EMBED_STD, sinusoidal_embedding
+from weightflow_jax.models.conditioning import time_condition_features
+from weightflow_jax.models.layers import EMBED_STD
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["NeuronTransformer", "NeuronTransformerField", "token_layout", "default_config",
@@ -155,7 +156,7 @@ class NeuronTransformer(nn.Module):
     has_scale: bool = False
 
     @nn.compact
-    def __call__(self, z: Canonical, t: jax.Array) -> Canonical:
+    def __call__(self, z: Canonical, t: jax.Array, c: jax.Array | None = None) -> Canonical:
         sizes = (int(z.layers[0][0].shape[-1]),) + tuple(int(w.shape[-2]) for w, _ in z.layers)
         base = tuple(self.sizes)
         if len(sizes) != len(base) or sizes[0] != base[0] or sizes[-1] != base[-1]:
@@ -172,7 +173,7 @@ class NeuronTransformer(nn.Module):
         off, n_tok = lay["offsets"], lay["num_tokens"]
         dtype = jnp.result_type(z.layers[0][0], jnp.float32)
 
-        temb = sinusoidal_embedding(t, self.time_features)
+        temb = time_condition_features(t, self.time_features, c)
         cond = nn.Dense(d, name="time_mlp_out")(nn.gelu(nn.Dense(d, name="time_mlp_in")(temb)))
 
         # ---- tokens ----

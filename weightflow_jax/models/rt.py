@@ -69,8 +69,8 @@ from weightflow_jax.graphs import neural_graph as ng
 from weightflow_jax.models.base import (GRAPH_STANDARDIZE, CoordSpec, Field, Standardizer,
                                         graph_stats_mode, zero_coords)
 from weightflow_jax.models.base import fourier_features as _fourier
-from weightflow_jax.models.layers import (EMBED_STD, _DenseBlock, _scan_blocks, _SparseBlock,
-                                          sinusoidal_embedding)
+from weightflow_jax.models.conditioning import time_condition_features
+from weightflow_jax.models.layers import EMBED_STD, _DenseBlock, _scan_blocks, _SparseBlock
 from weightflow_jax.symmetry import Canonical
 
 __all__ = ["RTField", "default_config", "build", "stats_mode", "STANDARDIZE", "VectorField",
@@ -175,13 +175,16 @@ class VectorField(nn.Module):
         return jnp.pad(t, (0, n_graph - t.shape[0]))
 
     @nn.compact
-    def __call__(self, graph: jraph.GraphsTuple, t: jax.Array) -> jraph.GraphsTuple:
+    def __call__(self, graph: jraph.GraphsTuple, t: jax.Array,
+                 c: jax.Array | None = None) -> jraph.GraphsTuple:
         """Evaluates the field.
 
         Args:
           graph: neural graph (possibly padded, possibly mixing architectures) with ``N``
             nodes, ``E`` edges, ``G`` graphs.
           t: scalar, or ``(k,)`` times for the first ``k <= G`` graphs.
+          c: optional condition features ``(k, F)`` of the first ``k <= G`` graphs
+            (:mod:`weightflow_jax.models.conditioning`); padding graphs get zeros.
 
         Returns:
           ``GraphsTuple`` with the input's structure and ``nodes`` ``(N,)`` (zero on input
@@ -203,7 +206,10 @@ class VectorField(nn.Module):
         edge_graph = node_graph[senders] if e_n else jnp.zeros((0,), jnp.int32)
         dtype = jnp.result_type(nodes["x"], jnp.float32)
 
-        temb = sinusoidal_embedding(self._times(t, g_n), self.time_features)
+        if c is not None:
+            c = jnp.asarray(c, jnp.float32)
+            c = jnp.pad(c, ((0, g_n - c.shape[0]), (0, 0)))
+        temb = time_condition_features(self._times(t, g_n), self.time_features, c)
         temb = nn.Dense(d, name="time_mlp_out")(nn.gelu(nn.Dense(d, name="time_mlp_in")(temb)))
 
         n_pos = ng.num_positions(self.d_in, self.d_out, self.max_hidden_layers)
@@ -296,8 +302,8 @@ class VectorField(nn.Module):
 
 
 def apply_to_mlp(model: VectorField, variables: Any, params: mlp.Params, t: jax.Array, *,
-                 globals_: jax.Array | None = None, pad_to: Sequence[int] | None = None
-                 ) -> tuple[mlp.Params, jax.Array | None]:
+                 globals_: jax.Array | None = None, pad_to: Sequence[int] | None = None,
+                 cond: jax.Array | None = None) -> tuple[mlp.Params, jax.Array | None]:
     """Runs ``model`` on MLP weights and returns its output in MLP layout.
 
     Converts (jit-friendly) with :func:`~weightflow_jax.graphs.mlp_to_graph`, checks the
@@ -312,6 +318,7 @@ def apply_to_mlp(model: VectorField, variables: Any, params: mlp.Params, t: jax.
       globals_: optional per-network globals (see ``mlp_to_graph``).
       pad_to: optional ``(n_node, n_edge, n_graph)`` padding (e.g. for the dense mode's
         static shapes or to share a compiled function).
+      cond: optional condition features ``(n, F)`` of a conditioned model.
 
     Returns:
       ``(out_params, out_globals)``: ``out_params`` has the layout of ``params`` (input
@@ -333,7 +340,7 @@ def apply_to_mlp(model: VectorField, variables: Any, params: mlp.Params, t: jax.
     graph = ng.mlp_to_graph(params, globals_=globals_, batched=batched)
     if pad_to is not None:
         graph = ng.pad(graph, *pad_to)
-    out = model.apply(variables, graph, t)
+    out = model.apply(variables, graph, t, cond)
     n = int(np.shape(params[0][0])[0]) if batched else None
     out_params = ng.graph_to_mlp(out, sizes, n=n)
     out_globals = None
@@ -365,15 +372,19 @@ class RTField(Field):
             x = zero_coords(self.spec.sizes, self.spec.has_scale)
             globals_ = x.log_scale[:, None] if self.spec.has_scale else None
             graph = mlp_to_graph(x.layers, globals_=globals_, batched=True)
-            return self.module.init(k, graph, jnp.zeros((1,), jnp.float32))
+            return self.module.init(k, graph, jnp.zeros((1,), jnp.float32),
+                                    self._init_condition())
         # Traced as one program: eager flax init dispatches every op separately (~10x slower).
         return jax.jit(init)(key)
 
-    def apply(self, variables: Any, x: Canonical, t: jax.Array) -> Canonical:
+    def apply(self, variables: Any, x: Canonical, t: jax.Array,
+              cond: jax.Array | None = None) -> Canonical:
         t = self._times(x, t)
+        c = self._condition(t.shape[0], cond)
         z = self.stats.forward(x)
         globals_ = z.log_scale[:, None] if self.spec.has_scale else None
-        out, out_globals = apply_to_mlp(self.module, variables, z.layers, t, globals_=globals_)
+        out, out_globals = apply_to_mlp(self.module, variables, z.layers, t, globals_=globals_,
+                                        cond=c)
         raw = Canonical([(w, b) for w, b in out],
                         out_globals[:, 0] if self.spec.has_scale else None)
         return self.stats.inverse(raw, offset=self.spec.output_offset)

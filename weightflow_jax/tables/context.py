@@ -26,6 +26,7 @@ from weightflow_jax.tables import spec as spec_lib
 from weightflow_jax.tables.overrides import Overrides, apply_overrides
 
 __all__ = ["TrainFn", "MAX_CHECKPOINTS", "SPACING_QUERIES", "read_json", "cached",
+           "zoo_preset_overrides",
            "row_config", "row_workdir", "reusable", "run_flow", "flow_version", "ZooContext",
            "zoo_context", "novelty", "row_novelty", "Context"]
 
@@ -52,6 +53,24 @@ def cached(path: str, key: Mapping[str, Any], compute: Callable[[], dict]) -> tu
     value = compute()
     atomic.write_json(path, {"cache_key": key, "value": value})
     return json.loads(json.dumps(value, default=atomic.json_default)), False
+
+
+def zoo_preset_overrides(task: str, preset: str | None) -> list[tuple[str, Any]]:
+    """Every field of zoo preset ``preset`` of ``task`` as ``("zoo.<field>", value)``
+    overrides (``[]`` for ``None``)."""
+    if not preset:
+        return []
+    out: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, node: Mapping[str, Any]) -> None:
+        for k, v in node.items():
+            if isinstance(v, Mapping):
+                walk(f"{prefix}{k}.", v)
+            else:
+                out.append((f"{prefix}{k}", v))
+
+    walk("zoo.", zoo_lib.zoo_config(task, preset).to_dict())
+    return out
 
 
 def _base_config(task: str, kind: str, size: str) -> ml_collections.ConfigDict:
@@ -251,8 +270,9 @@ class Context:
                 ("zoo.dir", os.path.join(zoo_lib.default_zoo_root(), f"{ds}_{self.size}"))]
 
     def flow_overrides(self, flow: spec_lib.FlowSpec) -> list[tuple[str, Any]]:
-        """Dataset, table, flow, then command-line overrides, in that order."""
-        return (self.dataset_overrides() + spec_lib.sized(self.table.overrides, self.size)
+        """Zoo preset, dataset, table, flow, then command-line overrides, in that order."""
+        return (zoo_preset_overrides(flow.task, flow.zoo.get(self.size))
+                + self.dataset_overrides() + spec_lib.sized(self.table.overrides, self.size)
                 + spec_lib.sized(flow.overrides, self.size) + list(self.overrides))
 
     def config(self, flow: spec_lib.FlowSpec) -> ml_collections.ConfigDict:
@@ -265,8 +285,9 @@ class Context:
         cfg = self.config(flow) if config is None else config
         own = str(_base_config(flow.task, flow.kind, self.size).model.name)
         model = None if str(cfg.model.name) == own else str(cfg.model.name)
-        return row_workdir(self.runs_dir, self.table.group, self.size, flow.kind,
-                           flow.variant, model)
+        wd = row_workdir(self.runs_dir, self.table.group, self.size, flow.kind,
+                         flow.variant, model)
+        return wd + (f"_{flow.tag}" if flow.tag else "")
 
     def flow(self, flow: spec_lib.FlowSpec) -> dict[str, Any]:
         """Trains or reuses ``flow`` (once per table run)."""

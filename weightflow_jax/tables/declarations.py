@@ -251,8 +251,64 @@ ARCH_TRANSFER = Table(
     description="The 784-10-10 MNIST flows of an equivariant field sample networks with 32 "
                 "hidden neurons, a width they never saw.")
 
+# Loss conditioning (issue 19): the geometric aligned + OT flow of each task conditioned on
+# every snapshot's recorded training loss, on a zoo without burn-in (the `wide` preset:
+# snapshots from the first iterations on, so the losses span the whole run), beside the
+# same flow unconditioned on the same zoo.
+CONDITION = (("flow.condition", "train_loss"),)
+_WIDE = {"cpu": "wide", "default": "wide"}
+PROMPT_WEIGHTS = (1.0, 2.0)
+
+
+def _conditioning_rows(task: str, steps: dict[str, tuple]) -> tuple[Row, ...]:
+    cond = FlowSpec(task, "geometric", "aligned_ot", zoo=_WIDE, tag="cond",
+                    overrides={"all": CONDITION, **steps})
+    plain = FlowSpec(task, "geometric", "aligned_ot", zoo=_WIDE, tag="uncond",
+                     overrides=steps)
+    return (
+        Row("geometric_final", "Geometric (aligned + OT), conditioned on train loss, prompt = "
+            "the final snapshots' mean", "flow", cond),
+        Row("geometric_unconditioned", "Geometric (aligned + OT), unconditioned, same zoo",
+            "flow", plain),
+        Row("target", "Target (final snapshots)", "target"),
+        Row("prompts", "Prompt alignment (geometric, aligned + OT, conditioned)",
+            "prompt_alignment", cond, extra=True,
+            options={"num_prompts": 8, "weights": PROMPT_WEIGHTS}))
+
+
+_COND_GOALS = (G.PromptAlignment(0.9, 1.0), G.NotCopies())
+_COND_DESCRIPTION = (
+    "G.pt-style loss conditioning (`flow.condition=train_loss`, "
+    "`weightflow_jax.models.conditioning`): the field sees each training snapshot's recorded "
+    "*training-split* loss (log, standardized; 10% dropped to a null condition in training) "
+    "beside the time; sampling prompts a loss and combines conditional and null predictions "
+    "with classifier-free weight w (1 = the conditional field). The zoo is the `wide` preset "
+    "(no burn-in), so prompts can span a wide range of losses.")
+
+CONDITIONING_BREAST_CANCER = Table(
+    name="conditioning_breast_cancer", group="conditioning_breast_cancer",
+    title="Loss-conditioned flows, breast cancer 30-16-16-2: prompt alignment",
+    rows=_conditioning_rows("breast_cancer", {}),
+    goals=_COND_GOALS + (
+        G.RowThreshold("geometric_final", "loss", 0.060, "conditioned on the final train "
+                       "loss: test loss"),
+        G.RowThreshold("geometric_final", "acc", 0.977, "conditioned on the final train "
+                       "loss: test accuracy")),
+    description=_COND_DESCRIPTION + " Field and steps: the cpu config's (`mlp`, 3,000 "
+                                    "steps).")
+
+CONDITIONING_MNIST = Table(
+    name="conditioning_mnist", group="conditioning_mnist",
+    title="Loss-conditioned flows, MNIST 784-10-10: prompt alignment",
+    rows=_conditioning_rows("mnist", {"cpu": (("train.steps", MNIST_STEPS),)}),
+    overrides={"all": (("sample.num", 32),)},
+    goals=_COND_GOALS,
+    description=_COND_DESCRIPTION + f" Field: the cpu config's `mlp`, {MNIST_STEPS:,} steps "
+                                    "(the `mnist` table's budget).")
+
 TABLES: dict[str, Table] = {t.name: t for t in (
-    BREAST_CANCER, BREAST_CANCER_THESIS_SPLIT, MNIST, FASHION_TRANSFER, ARCH_TRANSFER)}
+    BREAST_CANCER, BREAST_CANCER_THESIS_SPLIT, MNIST, FASHION_TRANSFER, ARCH_TRANSFER,
+    CONDITIONING_BREAST_CANCER, CONDITIONING_MNIST)}
 
 
 def get_table(name: str) -> Table:

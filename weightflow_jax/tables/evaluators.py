@@ -16,7 +16,9 @@ flows (``noisy``) comes after them. Every sampled row records ``samples_source``
   with the seconds each start needs to reach :data:`REACH`, and the plain-SGD check of a
   row's samples (extra sections); ``adam`` — the random-init networks after the last epoch;
 * ``guidance_sweep`` — guided samples over a lambda x Euler-steps grid plus ablations of
-  the chosen point (extra section).
+  the chosen point (extra section);
+* ``prompt_alignment`` — a loss-conditioned flow prompted across the zoo's range of training
+  losses and beyond it: achieved training loss per prompt and R^2 (extra section).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from weightflow_jax.tables.spec import Row
 
 __all__ = ["EVALUATORS", "EULER_SWEEP", "FINETUNE", "FINETUNE_BATCH", "FINETUNE_LR",
            "FINETUNE_STEPS", "FINETUNE_EPOCHS", "FINETUNE_STARTS", "REACH", "SGD_CHECK",
-           "sweep_steps", "stats_row", "cached_samples", "transfer_settings", "register"]
+           "sweep_steps", "stats_row", "cached_samples", "transfer_settings", "register",
+           "PROMPT_RANGE", "PROMPT_BEYOND"]
 
 EULER_SWEEP = (8, 32, 128, 512)
 # Fine-tuning settings per size: epochs, networks per initialization and seed, seeds.
@@ -534,3 +537,75 @@ def run_rows(ctx: ctx_lib.Context, rows: Sequence[Row]) -> tuple[list[dict], dic
             out.append(got)
         extras.update(ex)
     return out, extras
+
+
+# Prompt alignment (issue 19): prompts evenly spaced in log-loss between these percentiles of
+# the zoo's recorded training losses, plus prompts beyond the best recorded loss.
+PROMPT_RANGE = ("p05", "p95")
+PROMPT_BEYOND = (1.0, 0.5)  # x the zoo's best training loss
+
+
+@register("prompt_alignment")
+def prompt_alignment_section(ctx: ctx_lib.Context, row: Row, rows: list
+                             ) -> tuple[None, dict]:
+    """A loss-conditioned flow prompted with ``num_prompts`` training losses spanning the zoo's
+    5th-95th percentile, the best loss and beyond it, and unconditionally; for each
+    classifier-free weight in ``weights``, the achieved training loss (the whole training
+    split) and test accuracy of the samples per prompt, and R^2 of achieved vs prompted."""
+    ev = ctx.flow(row.flow)
+    cfg = ctx.config(row.flow)
+    workdir = ev["workdir"]
+    run = pipeline.load_flow(workdir)
+    cond = run.conditioner
+    if cond is None or cond.kind != "train_loss":
+        raise ValueError(f"row {row.key!r}: prompt alignment needs a flow conditioned on "
+                         "train_loss (flow.condition=train_loss in the row's flow overrides)")
+    o = row.options
+    num = int(o.get("num", cfg.sample.num))
+    steps = int(o.get("steps", cfg.sample.steps))
+    weights = tuple(float(w) for w in o.get("weights", (1.0,)))
+    grid = evaluation.prompt_grid(cond.prompts[PROMPT_RANGE[0]], cond.prompts[PROMPT_RANGE[1]],
+                                  int(o.get("num_prompts", 8)))
+    plan = [("range", v) for v in grid] + [
+        ("beyond", cond.prompts["best"] * f) for f in PROMPT_BEYOND] + [("unconditional", None)]
+    x_train, y_train = data_lib.load(str(cfg.zoo.dataset), "train")
+    points = []
+    for w in weights:
+        for i, (where, value) in enumerate(plan):
+            if where == "unconditional" and w != weights[0]:
+                continue  # the weight does not apply
+            t0 = time.time()
+            tag = f"prompt_w{w:g}_{i}" if value is not None else "prompt_uncond"
+            opts = {"condition": "none" if value is None else float(value),
+                    "condition_weight": w}
+            res, hit = cached_samples(ctx, workdir, tag, num=num, steps=steps,
+                                      chunk=int(cfg.sample.chunk), options=opts)
+            npz = os.path.join(workdir, f"table_{tag}.npz")
+            _, tl = evaluation.accuracy_and_loss(sampling_lib.load_samples_npz(npz), x_train,
+                                                 y_train)
+            tl = np.asarray(tl, np.float64)
+            what = "unconditional" if value is None else f"prompt {value:.4f} (w={w:g})"
+            pt = _sweep_point(ctx, f"{row.key} {what}", res, hit, t0, prompt=value,
+                              where=where, weight=w if value is not None else None,
+                              index=i)
+            pt.update(train_loss=[float(v) for v in tl], train_loss_mean=float(tl.mean()),
+                      train_loss_std=float(tl.std()), samples_source=npz,
+                      samples_task=str(cfg.zoo.dataset),
+                      publish_key=f"{row.key}_{tag}")
+            print(f"[{ctx.table.name}]   achieved train loss {tl.mean():.4f} ± {tl.std():.4f}",
+                  flush=True)
+            points.append(pt)
+    alignment = {}
+    for w in weights:
+        pts = [p for p in points if p["where"] == "range" and p["weight"] == w]
+        alignment[f"{w:g}"] = evaluation.prompt_alignment(
+            [p["prompt"] for p in pts], [p["train_loss"] for p in pts])
+        print(f"[{ctx.table.name}] {row.key} w={w:g}: R^2 (prompt means) "
+              f"{alignment[f'{w:g}']['r2_means']:.3f}", flush=True)
+    section = {"key": row.key, "label": row.label, "workdir": workdir,
+               "train_steps": int(ev["train"]["final_step"]), "num": num, "steps": steps,
+               "weights": list(weights), "zoo_prompts": dict(cond.prompts),
+               "range": list(PROMPT_RANGE), "beyond": list(PROMPT_BEYOND),
+               "points": points, "alignment": alignment, "task": str(cfg.zoo.dataset),
+               "zoo": str(cfg.zoo.dir)}
+    return None, {"prompt_alignment": section}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ThesisRows", "BeatTarget", "RowThreshold", "BestOf", "InitCurves", "SgdCheck",
-           "NotCopies", "evaluate_goals", "goal_result"]
+           "NotCopies", "PromptAlignment", "evaluate_goals", "goal_result"]
 
 
 def goal_result(goal: str, value: Any, target: str, ok: bool | None) -> dict[str, Any]:
@@ -70,6 +70,35 @@ class ThesisRows:
             out.append(goal_result(f"match or beat the thesis: {r['label']}", value, target,
                                    bool(ok)))
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptAlignment:
+    """R^2 of the mean achieved training loss against the prompted one (prompts spanning the
+    zoo's 5th-95th percentile; the ``prompt_alignment`` section) >= ``threshold`` at
+    classifier-free weight ``weight``."""
+
+    threshold: float = 0.9
+    weight: float = 1.0
+    name: str = "prompt alignment"
+
+    @property
+    def definition(self) -> str:
+        return (f"{self.name}: R^2 of the samples' mean achieved training loss against the "
+                f"prompted loss (around the identity line; prompts spanning the zoo's "
+                f"5th-95th percentile), guidance weight {self.weight:g}, >= {self.threshold:g}")
+
+    def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
+        sec = table.get("extras", {}).get("prompt_alignment")
+        target = f"R² ≥ {self.threshold:g}"
+        if not sec:
+            return [goal_result(self.name, None, target, None)]
+        got = sec.get("alignment", {}).get(f"{self.weight:g}")
+        if got is None:
+            return [goal_result(self.name, None, target + f" (weight {self.weight:g} not run)",
+                                None)]
+        v = float(got["r2_means"])
+        return [goal_result(self.name, v, target, _finite(v) and v >= self.threshold)]
 
 
 def _fmt(v: Any) -> str:

@@ -190,6 +190,53 @@ def _sgd_check_lines(sc: Mapping[str, Any]) -> list[str]:
             f"{sc['random init']['mean']:.3f} from random init.", ""]
 
 
+def _prompt_lines(sec: Mapping[str, Any], base: str) -> list[str]:
+    zp = sec["zoo_prompts"]
+    lines = [f"## {sec['label']}", "",
+             f"The loss-conditioned flow (`{sec['workdir']}`, {sec['train_steps']} steps) "
+             f"sampled {sec['num']} networks per prompt with {sec['steps']} Euler steps. "
+             f"Prompts: {sum(p['where'] == 'range' and p['weight'] == sec['weights'][0] for p in sec['points'])} "
+             f"training losses evenly spaced in log-loss between the zoo's "
+             f"{sec['range'][0]} ({zoo_f(zp[sec['range'][0]])}) and {sec['range'][1]} "
+             f"({zoo_f(zp[sec['range'][1]])}) of recorded training losses (zoo `{sec['zoo']}`), "
+             f"then beyond the range: the zoo's best loss ({zoo_f(zp['best'])}) times "
+             f"{', '.join(f'{f:g}' for f in sec['beyond'])}; the last line samples with the null "
+             f"condition. Achieved train loss: mean ± std over the networks of the loss on "
+             f"the whole training split; the zoo's final snapshots average "
+             f"{zoo_f(zp['final'])}.", ""]
+    body = []
+    for p in sec["points"]:
+        pub = p.get("published")
+        link = (f"[{os.path.basename(pub['file'])}]({os.path.relpath(pub['file'], base)})"
+                if pub else "–")
+        body.append([p["where"], "–" if p["prompt"] is None else zoo_f(p["prompt"]),
+                     "–" if p["weight"] is None else f"{p['weight']:g}",
+                     _ms(p["train_loss_mean"], p["train_loss_std"], 4),
+                     _ms(p["acc_mean"], p["acc_std"]), _ms(p["loss_mean"], p["loss_std"]),
+                     link])
+    lines += [evaluation.markdown_table(["prompt range", "prompted train loss", "weight",
+                                         "achieved train loss", "test accuracy", "test loss",
+                                         "samples"], body), ""]
+    for w, a in sec["alignment"].items():
+        lines.append(f"- weight {w}: R² (prompt means, around the identity) "
+                     f"**{a['r2_means']:.3f}**, R² (single networks) {a['r2_networks']:.3f}, "
+                     f"slope {a['slope']:.3f}, intercept {a['intercept']:.4f}, Spearman "
+                     f"{a['spearman']:.3f}")
+    beyond = [p for p in sec["points"] if p["where"] == "beyond"]
+    if beyond:
+        best = zp["best"]
+        lines.append("- beyond the best recorded loss: " + "; ".join(
+            f"prompt {p['prompt']:.4f} (w={p['weight']:g}) achieved "
+            f"{p['train_loss_mean']:.4f} ({p['train_loss_mean'] / best:.2f} x the best, "
+            f"test accuracy {p['acc_mean']:.3f})" for p in beyond))
+    return lines + [""]
+
+
+def zoo_f(v: Any) -> str:
+    """A loss value with 4 digits."""
+    return _f(v, 4)
+
+
 def render_markdown(table: Mapping[str, Any]) -> str:
     """The ``results/<table>.md`` text of a table dict (see ``runner.build_table``)."""
     lines = _header(table) + [
@@ -230,6 +277,8 @@ def render_markdown(table: Mapping[str, Any]) -> str:
         lines += _finetune_lines(ex["finetune"])
     if "sgd_check" in ex:
         lines += _sgd_check_lines(ex["sgd_check"])
+    if "prompt_alignment" in ex:
+        lines += _prompt_lines(ex["prompt_alignment"], table["results_dir"])
     pub = [r for r in table["rows"] if r.get("published")]
     if pub:
         base = table["results_dir"]
@@ -302,6 +351,19 @@ def plot_table(table: Mapping[str, Any]) -> list[str]:
             {"geometric (aligned + OT)": ([p["steps"] for p in pts],
                                           [p["acc_mean"] for p in pts],
                                           [p["acc_std"] for p in pts])}))
+    if ex.get("prompt_alignment", {}).get("points"):
+        sec = ex["prompt_alignment"]
+        series = {}
+        for w in sec["weights"]:
+            pts = [p for p in sec["points"] if p["weight"] == w]
+            series[f"weight {w:g}"] = ([p["prompt"] for p in pts],
+                                       [p["train_loss_mean"] for p in pts],
+                                       [p["train_loss_std"] for p in pts])
+        zp = sec["zoo_prompts"]
+        paths.append(evaluation.plot_prompt_alignment(
+            os.path.join(out_dir, "prompt_alignment.png"), series,
+            title=f"{table['table']}: prompted vs achieved training loss",
+            markers={"zoo p05": zp["p05"], "zoo p95": zp["p95"], "zoo best": zp["best"]}))
     if "finetune" in ex:
         paths.append(evaluation.plot_finetune_curves(
             os.path.join(out_dir, "finetune_curves.png"), ex["finetune"]["curves"],

@@ -77,13 +77,16 @@ def _command(argv: Sequence[str] | None) -> str:
     return shlex.join(argv)
 
 
-def _publish(ctx: Context, rows: list[dict]) -> None:
+def _publish(ctx: Context, rows: list[dict], extras: dict | None = None) -> None:
     for r in rows:
         src = r.get("samples_source")
         if not src:
             continue
         dest = publish.samples_path(ctx.results_dir, ctx.table.name, r["key"])
         r["published"] = publish.publish_samples(src, dest, r["samples_task"])
+    for p in (extras or {}).get("prompt_alignment", {}).get("points", []):
+        dest = publish.samples_path(ctx.results_dir, ctx.table.name, p["publish_key"])
+        p["published"] = publish.publish_samples(p["samples_source"], dest, p["samples_task"])
 
 
 def build_table(name: str, *, size: str = "cpu", runs_dir: str = "runs/tables",
@@ -129,7 +132,7 @@ def build_table(name: str, *, size: str = "cpu", runs_dir: str = "runs/tables",
     print(f"[{name}] size {size}, rows {', '.join(selected)}", flush=True)
     row_dicts, extras = evaluators.run_rows(ctx, [table.row(k) for k in selected])
     if write:
-        _publish(ctx, row_dicts)
+        _publish(ctx, row_dicts, extras)
     result = {
         "table": name, "title": table.title, "description": table.description, "size": size,
         "argv": list(sys.argv if argv is None else argv), "command": _command(argv),

@@ -45,12 +45,18 @@ class FlowSpec:
       variant: one of :data:`VARIANTS`.
       overrides: this flow's own overrides per size (after the table's, before the
         command line's), e.g. ``{"cpu": (("model.name", "rt"),)}``.
+      zoo: a zoo preset per size (:func:`weightflow_jax.zoo.zoo_config`), e.g.
+        ``{"cpu": "wide"}``; sizes not named keep the config's own zoo.
+      tag: appended to the flow's run directory, so that two flows of one table with the
+        same kind, variant and field (e.g. conditioned and not) do not share it.
     """
 
     task: str
     kind: str
     variant: str = "aligned_ot"
     overrides: SizedOverrides = dataclasses.field(default_factory=dict)
+    zoo: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    tag: str = ""
 
     def __post_init__(self):
         if self.task not in ("breast_cancer", "mnist"):

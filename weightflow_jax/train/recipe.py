@@ -31,6 +31,8 @@ imported by ``weightflow_jax.train`` itself (``from weightflow_jax.train import 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 from typing import Any
 
@@ -47,7 +49,8 @@ from weightflow_jax.symmetry import Canonical
 from weightflow_jax.train.state import TrainState, create_train_state
 from weightflow_jax.train.step import TrainStep, make_mesh, make_train_step
 
-__all__ = ["FlowRun", "flow_space", "build_flow", "STATS_FILE", "fit_field_stats",
+__all__ = ["FlowRun", "flow_space", "build_flow", "condition_kind", "fit_conditioner",
+           "CONDITION_FILE", "save_conditioner", "load_conditioner", "conditioned_predict_fn", "STATS_FILE", "fit_field_stats",
            "save_field_stats", "load_field_stats", "SCHEDULES", "make_schedule",
            "make_optimizer", "ema_decay", "make_loss_fn", "make_batch_fn", "make_training",
            "sampling_variables"]
@@ -75,11 +78,54 @@ class FlowRun:
     def stats(self) -> models_lib.Standardizer:
         return self.field.stats
 
-    def predict_fn(self, space: flows.FlowSpace | None = None):
-        """``(x_batch, t) -> raw output`` for sampling, optionally on another architecture."""
+    @property
+    def conditioner(self) -> models_lib.Conditioner | None:
+        """The field's condition (``None``: an unconditioned flow)."""
+        return self.field.spec.condition
+
+    def predict_fn(self, space: flows.FlowSpace | None = None, *,
+                   condition: float | None = None, condition_weight: float = 1.0):
+        """``(x_batch, t) -> raw output`` for sampling, optionally on another architecture.
+
+        Args:
+          condition: a conditioned flow's prompt in raw units (e.g. a train loss; see
+            :meth:`Conditioner.resolve`); ``None`` samples unconditionally (null condition).
+          condition_weight: classifier-free guidance weight ``w``:
+            ``pred_null + w (pred_cond - pred_null)``; ``1`` = the conditional field alone.
+        Raises:
+          ValueError: a condition for an unconditioned flow, or a non-finite weight.
+        """
         if space is not None:
             self.field.check_sizes(space.sizes)
-        return lambda x, t: self.field.apply(self.variables, x, t)
+        if condition is None:
+            cond = None
+        elif self.conditioner is None:
+            raise ValueError("this flow was trained without a condition (flow.condition="
+                             "'none'); sample it without --condition")
+        else:
+            cond = jnp.float32(condition)
+        return conditioned_predict_fn(self.field, self.variables, cond,
+                                      float(condition_weight))
+
+
+def conditioned_predict_fn(fld: models_lib.Field, variables: Any, cond: jax.Array | None,
+                           weight: float = 1.0):
+    """``(x, t) -> prediction`` of ``fld`` with classifier-free guidance on ``cond``.
+
+    ``weight == 1`` (or no condition) evaluates the field once; otherwise twice, with the
+    prompt and with the null condition, and returns ``null + weight * (cond - null)``.
+    """
+    if not math.isfinite(weight):
+        raise ValueError(f"condition_weight must be finite, got {weight}")
+    if cond is None or weight == 1.0:
+        return lambda x, t: fld.apply(variables, x, t, cond)
+
+    def predict(x, t):
+        pc = fld.apply(variables, x, t, cond)
+        pu = fld.apply(variables, x, t, None)
+        return jax.tree.map(lambda u, c: u + weight * (c - u), pu, pc)
+
+    return predict
 
 
 def flow_space(config: ml_collections.ConfigDict) -> flows.FlowSpace:
@@ -91,18 +137,68 @@ def flow_space(config: ml_collections.ConfigDict) -> flows.FlowSpace:
 STATS_FILE = "field_stats.npz"
 
 
+def condition_kind(config: ml_collections.ConfigDict) -> str:
+    """``config.flow.condition`` (``none`` for configs that predate conditioning), checked."""
+    return models_lib.conditioning.check_condition(str(config.flow.get("condition", "none")))
+
+
+def fit_conditioner(config: ml_collections.ConfigDict, zoo) -> models_lib.Conditioner | None:
+    """The :class:`Conditioner` of ``config.flow.condition`` fitted on ``zoo``'s recorded
+    training-split metric (``None`` for an unconditioned flow). The values follow the zoo's
+    snapshot order, the order of :func:`weightflow_jax.pipeline.prepare_data`'s coords."""
+    kind = condition_kind(config)
+    if kind == "none":
+        return None
+    if kind not in zoo.metrics:
+        raise ValueError(f"the zoo at {zoo.path} records no {kind!r}; rebuild it")
+    return models_lib.Conditioner.fit(kind, zoo.metrics[kind], zoo.final_indices())
+
+
+CONDITION_FILE = "condition.json"
+
+
+def save_conditioner(workdir: str, cond: models_lib.Conditioner | None) -> None:
+    """Writes ``workdir/condition.json`` atomically (nothing for an unconditioned flow)."""
+    if cond is not None:
+        atomic.write_text(os.path.join(workdir, CONDITION_FILE), cond.to_json())
+
+
+def load_conditioner(workdir: str) -> models_lib.Conditioner | None:
+    """The conditioner stored with a run, or ``None`` when it has none."""
+    path = os.path.join(workdir, CONDITION_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return models_lib.Conditioner.from_dict(json.load(f))
+
+
 def build_flow(config: ml_collections.ConfigDict, space: flows.FlowSpace, key: jax.Array,
-               stats: models_lib.Standardizer | None = None) -> FlowRun:
+               stats: models_lib.Standardizer | None = None,
+               condition: models_lib.Conditioner | None = None) -> FlowRun:
     """The field named ``config.model.name`` for ``space`` and freshly initialised variables.
 
     Args:
       stats: the field's standardization statistics (:func:`fit_field_stats`); ``None``
         uses neutral ones (mean 0, std 1) — for benchmarks without a training set.
+      condition: the conditioner of a conditioned flow (:func:`fit_conditioner`); ``None``
+        with ``flow.condition != 'none'`` uses a neutral one (mean 0, std 1, no prompts).
+    Raises:
+      ValueError: a conditioner given for an unconditioned config, or of another metric.
     """
     if stats is None:
         stats = models_lib.Standardizer.neutral(models_lib.stats_mode(config.model),
                                                 space.sizes, space.has_scale)
-    fld = field.make_field(config.model, space, str(config.flow.parameterization), stats)
+    kind = condition_kind(config)
+    if kind == "none" and condition is not None:
+        raise ValueError("a conditioner was given but config.flow.condition is 'none'")
+    if kind != "none":
+        if condition is None:
+            condition = models_lib.Conditioner(kind, 0.0, 1.0, {})
+        elif condition.kind != kind:
+            raise ValueError(f"the conditioner is for {condition.kind!r} but "
+                             f"config.flow.condition is {kind!r}")
+    fld = field.make_field(config.model, space, str(config.flow.parameterization), stats,
+                           condition)
     variables = fld.init(key)
     return FlowRun(config, space, fld, variables)
 
@@ -163,7 +259,8 @@ def make_loss_fn(run: FlowRun):
     """``loss_fn(params, batch, rng) -> (loss, metrics)`` for :func:`train.make_train_step`.
 
     ``batch = {"x0": Canonical, "x1": Canonical}`` with a leading batch axis (already
-    coupled); times are drawn inside from ``rng``.
+    coupled), plus ``"c"`` ``(n,)`` for a conditioned flow (``NaN`` = dropped condition);
+    times are drawn inside from ``rng``.
     """
     cfg = run.config.flow
     space = run.space
@@ -175,7 +272,7 @@ def make_loss_fn(run: FlowRun):
         t = flows.sample_time(rng, (n,), str(cfg.time_distribution), float(cfg.time_a),
                               float(cfg.time_b))
         xt = jax.vmap(lambda a, b, s: flows.interpolate(space, a, b, s))(x0, x1, t)
-        pred = run.field.apply({"params": params}, xt, t)
+        pred = run.field.apply({"params": params}, xt, t, batch.get("c"))
         losses = jax.vmap(lambda p, a, b, c, s: flows.cfm_loss(space, p, a, b, c, s, param))(
             pred, x0, x1, xt, t)
         return jnp.mean(losses), {"t_mean": jnp.mean(t)}
@@ -183,15 +280,39 @@ def make_loss_fn(run: FlowRun):
     return loss_fn
 
 
-def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array):
+def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array,
+                  conditions: np.ndarray | None = None):
     """``batch_fn(step)``: a coupled batch that depends only on ``step`` (resumable).
 
     With ``flow.pair_alignment="weight_matching"`` every chosen target is then permuted to
     match its prior draw (:func:`weightflow_jax.flows.align_pairs`).
+
+    Args:
+      conditions: a conditioned flow's raw condition value of every training network
+        (``(N,)``, the order of ``coords``); each batch carries its targets' values as
+        ``"c"`` (reordered with the coupling), a fraction ``flow.condition_dropout`` of them
+        replaced by ``NaN`` (the null condition of classifier-free guidance).
+    Raises:
+      ValueError: a conditioned flow without ``conditions`` (or of the wrong length), or
+        ``conditions`` for an unconditioned one.
     """
     cfg, tcfg = run.config.flow, run.config.train
     space = run.space
     n_data = int(coords.layers[0][0].shape[0])
+    if run.conditioner is not None:
+        if conditions is None:
+            raise ValueError(f"flow.condition={run.conditioner.kind!r} needs the training "
+                             "networks' values (make_batch_fn(..., conditions=...))")
+        conditions = np.asarray(conditions, np.float32).reshape(-1)
+        if conditions.shape[0] != n_data:
+            raise ValueError(f"{conditions.shape[0]} condition values for {n_data} training "
+                             "networks")
+        drop = float(cfg.get("condition_dropout", 0.1))
+        if not 0.0 <= drop < 1.0:
+            raise ValueError(f"flow.condition_dropout={drop} must be in [0, 1)")
+    elif conditions is not None:
+        raise ValueError("condition values given for an unconditioned flow "
+                         "(flow.condition='none')")
     bsz = int(tcfg.batch_size)
     std = float(cfg.prior_std)
     prior = jax.jit(lambda k: jax.vmap(lambda kk: flows.sample_prior(kk, space, std))(
@@ -205,11 +326,16 @@ def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array):
         x1 = jax.tree.map(lambda a: a[idx], coords)
         k = jax.random.fold_in(key, int(step))
         x0 = prior(k)
-        x1 = flows.couple(str(cfg.coupling), jax.random.fold_in(k, 1), space, x0, x1,
-                          float(cfg.sinkhorn_epsilon))
+        x1, order = flows.couple(str(cfg.coupling), jax.random.fold_in(k, 1), space, x0, x1,
+                                 float(cfg.sinkhorn_epsilon), return_index=True)
         if pair_alignment == "weight_matching":
             x1, _ = flows.align_pairs(space, x0, x1)
-        return {"x0": x0, "x1": x1}
+        batch = {"x0": x0, "x1": x1}
+        if conditions is not None:
+            c = conditions[idx][np.asarray(order)]
+            c = np.where(rng.random(bsz) < drop, np.float32(np.nan), c).astype(np.float32)
+            batch["c"] = jnp.asarray(c)
+        return batch
 
     return batch_fn
 

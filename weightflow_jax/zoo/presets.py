@@ -48,7 +48,7 @@ import ml_collections
 __all__ = ["zoo_config", "TASKS", "SIZES", "default_zoo_root"]
 
 TASKS = ("breast_cancer", "mnist")
-SIZES = ("default", "cpu", "test")
+SIZES = ("default", "cpu", "test", "wide")
 
 
 def default_zoo_root() -> str:
@@ -87,7 +87,8 @@ def zoo_config(task: str, size: str = "default") -> ml_collections.ConfigDict:
 
     Args:
       task: ``"breast_cancer"`` (MLP 30-16-16-2, Adam) or ``"mnist"`` (MLP 784-10-10, SGD).
-      size: ``"default"``/``"thesis"``/``""`` (thesis size), ``"cpu"`` or ``"test"``.
+      size: ``"default"``/``"thesis"``/``""`` (thesis size), ``"cpu"``, ``"test"`` or
+        ``"wide"`` (no burn-in, for loss conditioning).
 
     Returns:
       A locked ConfigDict (misspelt fields raise); see the module docstring for fields.
@@ -103,6 +104,12 @@ def zoo_config(task: str, size: str = "default") -> ml_collections.ConfigDict:
       and 0.231 loss — 4 runs x 10 epochs gave 0.905/0.918/0.936/0.934 — on pixels in
       [0, 1]; 468 iterations and 46 snapshots per epoch -> 920 per run, 46,000 in all,
       about 1.5 GB). Snapshots are scored on a fixed 10k subset of the training set.
+
+    ``wide`` (for loss-conditioned flows and prompt alignment): snapshots from the first
+    iterations on (no burn-in), so the recorded training losses span the whole run, from a
+    barely trained network to a converged one: breast cancer as ``cpu`` without the 10
+    burn-in epochs (100 runs x 50 epochs, 15,000 snapshots); MNIST 50 SGD runs x 10 epochs
+    without burn-in, a snapshot every 25 iterations (18 per epoch, 9,000 in all).
 
     ``cpu`` sizes: breast cancer as the thesis (100 runs; it builds in ~15 s on a 2-core
     CPU); MNIST the thesis's 50 runs x 25 epochs (first 5 dropped, ~10 minutes on 2 cores)
@@ -130,6 +137,8 @@ def zoo_config(task: str, size: str = "default") -> ml_collections.ConfigDict:
             c.num_runs, c.num_epochs, c.burn_in_epochs = 100, 50, 10
         elif size == "cpu":
             c.num_runs, c.num_epochs, c.burn_in_epochs = 100, 50, 10
+        elif size == "wide":
+            c.num_runs, c.num_epochs, c.burn_in_epochs = 100, 50, 0
         else:
             c.num_runs, c.num_epochs, c.burn_in_epochs = 4, 4, 1
     else:
@@ -150,6 +159,9 @@ def zoo_config(task: str, size: str = "default") -> ml_collections.ConfigDict:
             c.num_runs, c.num_epochs, c.burn_in_epochs = 50, 25, 5
             c.snapshot_every = 50
             c.eval.test_size = 0
+        elif size == "wide":
+            c.num_runs, c.num_epochs, c.burn_in_epochs = 50, 10, 0
+            c.snapshot_every = 25
         else:
             c.num_runs, c.num_epochs, c.burn_in_epochs = 2, 1, 0
             c.snapshot_every = 100
