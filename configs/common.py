@@ -44,7 +44,8 @@ Fields (override any from the command line, e.g. ``--config.train.steps=500``):
   learn when guided and 1.0 when not), ``representative`` (balanced | exact: the form the
   sampled networks are written in); see ``weightflow_jax.sampling``; ``condition`` (a
   conditioned flow's prompt: final | best | p05 | p50 | p95 | a number | none) and
-  ``condition_weight`` (classifier-free guidance weight; 1 = the conditional field).
+  ``condition_weight`` (classifier-free guidance weight; 1 = the conditional field);
+  ``solver`` (euler | midpoint: 2nd-order exp-map steps, two field evaluations per step).
 * ``eval``: ``ensemble_sizes`` for the posterior-predictive curve.
 * ``workdir``: default ``runs/<name>_<size>`` when empty.
 """
@@ -92,7 +93,7 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
         num=100, steps=512, guidance=0.0, guidance_batch=256, chunk=50,
         guidance_mode="balanced", guidance_schedule="constant", flow_velocity="auto",
         output_scale="auto", representative="balanced", condition="final",
-        condition_weight=1.0))
+        condition_weight=1.0, solver="euler"))
     c.eval = ml_collections.ConfigDict(dict(ensemble_sizes=(1, 2, 4, 8, 16, 32, 64)))
     if size == "cpu":
         c.model.name = CPU_MODEL

@@ -49,6 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save_runs", default="",
                    help="save each variant's final state as a flow run in <dir>/<label> "
                    "(config.json, field_stats.npz, checkpoint) for experiments.sample")
+    p.add_argument("--zoo_size", default="", help="zoo preset instead of the config's zoo "
+                   "(wide: snapshots without burn-in, for loss conditioning)")
+    p.add_argument("--prompts", type=int, default=0,
+                   help="conditioned variants: prompt this many training losses (zoo's "
+                   "5th-95th percentile) at the last evaluation and report R^2")
     p.add_argument("--throughput", action="store_true", help="train-step throughput mode")
     p.add_argument("--batch", type=int, default=8, help="--throughput: networks per step")
     p.add_argument("--steps", type=int, default=5, help="--throughput: timed steps")

@@ -32,7 +32,7 @@ from weightflow_jax import mlp, pipeline
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory of a trained flow.")
 _NUM = flags.DEFINE_integer("num", 100, "Number of networks to sample.")
 _STEPS = flags.DEFINE_integer("steps", 512, "Euler steps (initial steps for adaptive solvers).")
-_SOLVER = flags.DEFINE_string("solver", "euler", "euler | tsit5 | dopri5 | bosh3 | heun.")
+_SOLVER = flags.DEFINE_string("solver", "euler", "euler | midpoint (2nd order, every flow) | tsit5 | dopri5 | bosh3 | heun (flat flows).")
 _GUIDANCE = flags.DEFINE_float("guidance", 0.0, "Task-loss guidance lambda (0 = off).")
 _GUIDANCE_BATCH = flags.DEFINE_integer("guidance_batch", 256, "Examples per guidance step.")
 _TASK = flags.DEFINE_string("task", "", "Evaluation/guidance task (default: the flow's).")

@@ -229,3 +229,55 @@ def test_report_says_what_pair_alignment_cannot_do_for_mlp():
 
 _EV = {"num": 1, "acc_mean": 0.5, "acc_std": 0.0, "loss_mean": 1.0, "loss_std": 0.0,
        "ensemble_acc": 0.5, "diversity_jsd": 0.0}
+
+
+def test_loss_conditioned_run_end_to_end(tmp_path):
+    """flow.condition=train_loss: trained on the zoo's recorded training losses, reopened,
+    sampled with a prompt and a guidance weight (library and command line), recorded."""
+    import subprocess
+    import sys
+
+    config = breast_cancer_geometric.get_config("test")
+    with config.unlocked():
+        config.zoo.dir = str(tmp_path / "zoo")
+        config.model.name = "mlp"
+        config.flow.condition = "train_loss"
+    workdir = str(tmp_path / "run")
+    ev = pipeline.train_and_evaluate(config, workdir, progress=False)
+    stored = json.load(open(os.path.join(workdir, recipe.CONDITION_FILE)))
+    assert stored["kind"] == "train_loss"
+    assert stored["prompts"]["best"] <= stored["prompts"]["final"] <= stored["prompts"]["max"]
+    assert ev["condition"]["prompt"] == "final"
+    assert ev["condition"]["value"] == pytest.approx(stored["prompts"]["final"])
+    assert np.isfinite(ev["samples"]["train_loss_mean"])
+    run = pipeline.load_flow(workdir)
+    assert run.conditioner.to_dict() == stored
+    res = pipeline.sample_and_evaluate(
+        run, str(tmp_path / "best"), num=2, steps=2, chunk=2,
+        options=pipeline.sampling_options(run.config.sample, condition="best",
+                                          condition_weight=2.0))
+    info = res["condition_info"]
+    assert (info["prompt"], info["weight"]) == ("best", 2.0)
+    assert info["value"] == pytest.approx(stored["prompts"]["best"])
+    assert (res["condition"], res["condition_weight"]) == ("best", 2.0)
+    bad = str(tmp_path / "bad")
+    with pytest.raises(ValueError, match="neither a number nor one of"):
+        pipeline.sample_and_evaluate(
+            run, bad, num=2, steps=2, options=pipeline.sampling_options(
+                run.config.sample, condition="lowest"))
+    assert not os.path.exists(bad + ".npz") and not os.path.exists(bad + ".json")
+    # The command line: a numeric prompt and a weight, written into the JSON.
+    out = str(tmp_path / "cli")
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.sample", f"--workdir={workdir}", "--num=2",
+         "--steps=2", "--chunk=2", "--condition=0.25", "--condition_weight=1.5",
+         f"--out={out}"], capture_output=True, text=True, timeout=600,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.load(open(out + ".json"))
+    assert got["condition_info"]["value"] == 0.25 and got["condition_info"]["weight"] == 1.5
+    assert "condition train_loss = 0.25" in proc.stdout
+    # A conditioned run without its condition file is refused, saying why.
+    os.remove(os.path.join(workdir, recipe.CONDITION_FILE))
+    with pytest.raises(ValueError, match="no condition.json"):
+        pipeline.load_flow(workdir)

@@ -502,3 +502,92 @@ def test_breast_cancer_table_with_real_training(tmp_path):
         assert r["novelty"]["l2_median"] > 0
     again = tables.build_table("breast_cancer", **kw)
     assert all(r["reused"] for r in again["rows"][:2])
+
+
+def test_conditioning_tables_declarations():
+    for name, task in (("conditioning_breast_cancer", "breast_cancer"),
+                       ("conditioning_mnist", "mnist")):
+        table = tables.get_table(name)
+        cpu = Context(table, "cpu", [], "r", "o", 0, [])
+        cond, plain = table.row("geometric_final").flow, table.row("geometric_unconditioned").flow
+        c, p = cpu.config(cond), cpu.config(plain)
+        assert (c.flow.condition, p.flow.condition) == ("train_loss", "none")
+        assert c.sample.condition_weight == declarations.CONDITION_WEIGHT
+        assert c.zoo.burn_in_epochs == 0 and c.zoo.dir.endswith(f"{task}_wide")
+        assert c.zoo == p.zoo and c.train.steps == p.train.steps
+        assert cpu.workdir(cond) != cpu.workdir(plain)
+        assert cpu.workdir(cond) == cpu.workdir(table.row("prompts").flow)
+        test = Context(table, "test", [], "r", "o", 0, [])
+        assert test.config(cond).zoo.dir.endswith(f"{task}_test")  # no preset at test size
+        assert any(isinstance(g, G.PromptAlignment) for g in table.goals)
+
+
+def _prompt_section(achieved_scale=1.0):
+    prompts = [0.05, 0.1, 0.2, 0.4]
+    pts = [{"where": "range", "prompt": v, "weight": 1.5, "index": i,
+            "train_loss": [v * achieved_scale * 0.9, v * achieved_scale * 1.1],
+            "train_loss_mean": v * achieved_scale, "train_loss_std": 0.01 * v,
+            "acc_mean": 0.9, "acc_std": 0.01, "loss_mean": 0.3, "loss_std": 0.02}
+           for i, v in enumerate(prompts)]
+    pts.append({"where": "beyond", "prompt": 0.02, "weight": 1.5, "index": 4,
+                "train_loss": [0.04], "train_loss_mean": 0.04, "train_loss_std": 0.0,
+                "acc_mean": 0.95, "acc_std": 0.0, "loss_mean": 0.2, "loss_std": 0.0})
+    from weightflow_jax import evaluation
+    align = evaluation.prompt_alignment(prompts, [p["train_loss"] for p in pts[:4]])
+    return {"key": "prompts", "label": "Prompt alignment", "workdir": "w", "train_steps": 10,
+            "num": 2, "steps": 4, "weights": [1.5], "range": ["p05", "p95"],
+            "beyond": [1.0], "points": pts, "alignment": {"1.5": align}, "task": "mnist",
+            "zoo": "z", "zoo_prompts": {"p05": 0.05, "p95": 0.4, "best": 0.02,
+                                        "final": 0.1}}
+
+
+def test_prompt_alignment_goal_and_section():
+    goal = G.PromptAlignment(0.9, 1.5)
+    good = {"rows": [], "extras": {"prompt_alignment": _prompt_section(1.0)}}
+    bad = {"rows": [], "extras": {"prompt_alignment": _prompt_section(2.0)}}
+    assert _status((goal,), good) == {"prompt alignment": "met"}
+    assert _status((goal,), bad) == {"prompt alignment": "missed"}
+    assert _status((goal,), {"rows": [], "extras": {}}) == {"prompt alignment": "not run"}
+    assert _status((G.PromptAlignment(0.9, 1.0),), good) == {"prompt alignment": "not run"}
+    lines = "\n".join(render._prompt_lines(_prompt_section(1.0), "o"))
+    assert "| range | 0.1000 | 1.5 | 0.1000±0.0010 |" in lines
+    assert "weight 1.5: R² (prompt means, around the identity) **1.000**" in lines
+    assert "prompt 0.0200 (w=1.5) achieved 0.0400 (2.00 x the best" in lines
+
+
+_BC_PROMPTS = Table(
+    name="bc_prompts_test", group="bc_prompts",
+    title="test", rows=(Row("prompts", "p", "prompt_alignment", FlowSpec(
+        "breast_cancer", "geometric", overrides={"all": (("flow.condition", "train_loss"),)}),
+        extra=True, options={"num_prompts": 2, "weights": (1.0,), "num": 2, "steps": 2,
+                             "beyond": (0.5,)}),),
+    goals=(G.PromptAlignment(0.9, 1.0),))
+
+
+def test_prompt_alignment_section_on_a_real_conditioned_flow(tmp_path, monkeypatch):
+    monkeypatch.setitem(declarations.TABLES, _BC_PROMPTS.name, _BC_PROMPTS)
+    kw = dict(size="test", runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "res"),
+              progress=False)
+    table = tables.build_table(_BC_PROMPTS.name, **kw)
+    sec = table["extras"]["prompt_alignment"]
+    assert [p["where"] for p in sec["points"]] == ["range", "range", "beyond",
+                                                   "unconditional"]
+    zp = sec["zoo_prompts"]
+    assert sec["points"][0]["prompt"] == pytest.approx(zp["p05"])
+    assert sec["points"][1]["prompt"] == pytest.approx(zp["p95"])
+    assert sec["points"][2]["prompt"] == pytest.approx(0.5 * zp["best"])
+    for p in sec["points"]:
+        assert len(p["train_loss"]) == 2 and np.isfinite(p["train_loss_mean"])
+        with np.load(p["published"]["file"]) as z:
+            assert z["W0"].shape == (2, 16, 30)
+        got = json.load(open(p["samples_source"][:-4] + ".json"))
+        if p["prompt"] is None:
+            assert got["condition"] == "none" and got["condition_info"]["value"] is None
+        else:
+            assert got["condition_info"]["value"] == pytest.approx(p["prompt"])
+    assert np.isfinite(sec["alignment"]["1"]["r2_means"])
+    assert table["goals"][0]["status"] in ("met", "missed")
+    assert any(p.endswith("prompt_alignment.png") for p in table["plots"])
+    assert "## p" in _md(table)
+    again = tables.build_table(_BC_PROMPTS.name, **kw)
+    assert all(p["reused"] for p in again["extras"]["prompt_alignment"]["points"])

@@ -271,7 +271,7 @@ SAFE_TO_CHANGE_ON_RESUME = train_lib.DEFAULT_SAFE_FIELDS | {
     "sample.steps", "sample.guidance", "sample.guidance_batch", "sample.chunk",
     "sample.guidance_mode", "sample.guidance_schedule", "sample.flow_velocity",
     "sample.output_scale", "sample.representative", "sample.condition",
-    "sample.condition_weight", "eval.ensemble_sizes"}
+    "sample.condition_weight", "sample.solver", "eval.ensemble_sizes"}
 
 
 def train_flow(config: ml_collections.ConfigDict, workdir: str, space: flows.FlowSpace,
@@ -342,7 +342,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     sampled = sample_and_evaluate(
         run, os.path.join(workdir, "samples"), num=int(sc.num), steps=int(sc.steps),
         seed=int(config.seed), guidance=float(sc.guidance),
-        guidance_batch=int(sc.guidance_batch), chunk=int(sc.chunk))
+        guidance_batch=int(sc.guidance_batch), chunk=int(sc.chunk),
+        solver=str(sc.get("solver", "euler")))
     ev, sample_seconds = sampled["samples"], sampled["sample_seconds"]
     if run.conditioner is not None:  # achieved training-split loss of the samples
         ev["train_loss_mean"] = achieved_train_loss(
@@ -500,7 +501,7 @@ def upgrade_config(cfg: dict) -> tuple[dict, list[str]]:
             train[k] = v
             notes.append(f"train.{k}={v!r}")
     sample = cfg.setdefault("sample", {})
-    for k, v in SAMPLE_DEFAULTS.items():
+    for k, v in list(SAMPLE_DEFAULTS.items()) + [("solver", "euler")]:
         if k not in sample:
             sample[k] = v
             notes.append(f"sample.{k}={v!r}")

@@ -183,3 +183,28 @@ def test_ci95_half_width():
     cols = evaluation.ci95_half_width(np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]]))
     assert cols.shape == (2,) and cols[1] == 0.0 and cols[0] > 0
     assert np.isnan(evaluation.ci95_half_width([1.0]))
+
+
+def test_prompt_alignment_r2_around_the_identity():
+    from weightflow_jax import evaluation
+
+    grid = evaluation.prompt_grid(0.1, 1.0, 5)
+    assert grid[0] == pytest.approx(0.1) and grid[-1] == pytest.approx(1.0)
+    np.testing.assert_allclose(np.diff(np.log(grid)), np.log(10) / 4)
+    assert evaluation.prompt_grid(0.0, 1.0, 3, log=False) == [0.0, 0.5, 1.0]
+    assert evaluation.r_squared(grid, grid) == pytest.approx(1.0)
+    # The mean for every prompt scores 0; a perfectly correlated but shifted answer < 1.
+    assert evaluation.r_squared(grid, [np.mean(grid)] * 5) == pytest.approx(0.0)
+    assert evaluation.r_squared(grid, np.asarray(grid) + 0.5) < 0
+    out = evaluation.prompt_alignment(grid, [[g * 0.9, g * 1.1] for g in grid])
+    assert out["r2_means"] == pytest.approx(1.0)
+    assert out["r2_networks"] < 1.0 and out["slope"] == pytest.approx(1.0)
+    assert out["spearman"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        evaluation.prompt_grid(0.1, 1.0, 1)
+    with pytest.raises(ValueError, match="positive bounds"):
+        evaluation.prompt_grid(0.0, 1.0, 3)
+    with pytest.raises(ValueError, match="all prompts are equal"):
+        evaluation.r_squared([0.3, 0.3], [0.2, 0.4])
+    with pytest.raises(ValueError, match="non-finite"):
+        evaluation.r_squared([0.1, 0.3], [0.2, np.nan])

@@ -23,12 +23,12 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from configs import (breast_cancer_euclidean, breast_cancer_geometric,
                      breast_cancer_normalized)
 from tests.flows import _oracle
+from tests.models._fit import fit
 from weightflow_jax import flows, mlp, sampling
 from weightflow_jax.train import recipe
 from weightflow_jax.geometry import product
@@ -71,8 +71,6 @@ def _training_set(space):
 def _train(config, space, x1s):
     stats = recipe.fit_field_stats(config, jax.tree.map(np.asarray, x1s))
     run = recipe.build_flow(config, space, jax.random.key(1), stats)
-    loss_fn = recipe.make_loss_fn(run)
-    opt = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 3e-3, 20, STEPS))
     n = 64
 
     def batch(key):
@@ -81,18 +79,7 @@ def _train(config, space, x1s):
         x0 = jax.vmap(lambda k: flows.sample_prior(k, space, STD))(jax.random.split(k0, n))
         return {"x0": x0, "x1": jax.tree.map(lambda a: a[idx], x1s)}
 
-    @jax.jit
-    def train(params):
-        def body(carry, i):
-            p, s = carry
-            kb, kl = jax.random.split(jax.random.fold_in(jax.random.key(2), i))
-            (loss, _), g = jax.value_and_grad(loss_fn, has_aux=True)(p, batch(kb), kl)
-            u, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, u), s), loss
-        (p, _), losses = jax.lax.scan(body, (params, opt.init(params)), jnp.arange(STEPS))
-        return p, losses
-
-    params, losses = train(run.variables["params"])
+    params, losses = fit(recipe.make_loss_fn(run), run.variables["params"], batch, STEPS)
     run.variables = {"params": params}
     return run, np.asarray(losses)
 

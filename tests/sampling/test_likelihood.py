@@ -117,8 +117,10 @@ def test_likelihood_bad_input():
     geo = FlowSpace("geometric", (2, 1), canonical_mode="thesis")
     x1 = Canonical([(jnp.array([[[1.0, 0.0]]]), jnp.zeros((1, 1)))], None)
     pred = lambda x, t: x
-    with pytest.raises(ValueError, match="only solver='euler'"):
+    with pytest.raises(ValueError, match="only the exp-map steps solver='euler'"):
         sampling.log_likelihood(geo, pred, x1, solver="tsit5")
+    with pytest.raises(ValueError, match="'midpoint' is a sampling solver"):
+        sampling.log_likelihood(geo, pred, x1, solver="midpoint")
     with pytest.raises(ValueError, match="needs a PRNG key"):
         sampling.log_likelihood(geo, pred, x1, divergence_method="hutchinson")
     with pytest.raises(ValueError, match="unknown divergence method"):

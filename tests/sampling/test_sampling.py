@@ -77,12 +77,28 @@ def test_adaptive_solvers_refused_for_geometric_flow():
     space = SPACES["geometric"]
     x0 = _prior(jax.random.key(5), space, 2)
     pred = lambda x, t: x
-    with pytest.raises(ValueError, match="only solver='euler'"):
+    with pytest.raises(ValueError, match="only the exp-map steps solver='euler'"):
         sampling.integrate(space, pred, x0, solver="tsit5")
     with pytest.raises(ValueError, match="adaptive"):
         sampling.sample(space, pred, jax.random.key(0), 2, solver="dopri5")
     with pytest.raises(ValueError, match="unknown solver"):
         sampling.integrate(SPACES["euclidean"], pred, x0, solver="rk4")
+
+
+def test_manifold_midpoint_is_second_order_on_the_spheres():
+    """Halving the step divides the midpoint rule's error by ~4 (Euler's by ~2), on the
+    geometric flow, and the points stay on the spheres."""
+    space = SPACES["geometric"]
+    pred = _field(space)
+    x0 = _prior(jax.random.key(2), space, 4)
+    run = lambda solver, n: jax.jit(lambda a: sampling.integrate(
+        space, pred, a, steps=n, solver=solver, retract=False, t_end=0.9))(x0)
+    ref = run("midpoint", 512)
+    err = {(s, n): _max_diff(run(s, n), ref) for s in ("euler", "midpoint") for n in (8, 16)}
+    assert 3.0 < err[("midpoint", 8)] / err[("midpoint", 16)] < 5.5, err
+    assert 1.5 < err[("euler", 8)] / err[("euler", 16)] < 2.6, err
+    assert err[("midpoint", 8)] < 0.35 * err[("euler", 16)], err  # same field evaluations
+    assert symmetry.is_canonical(run("midpoint", 8), atol=1e-5)
 
 
 @pytest.mark.parametrize("solver", ["tsit5"])

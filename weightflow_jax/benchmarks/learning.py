@@ -43,6 +43,7 @@ from configs.common import get_base_config
 from weightflow_jax import atomic, data as data_lib, flows, mlp, pipeline
 from weightflow_jax import sampling as sampling_lib
 from weightflow_jax import train as train_lib
+from weightflow_jax import evaluation
 from weightflow_jax.evaluation import plots
 from weightflow_jax.tables import context as tables_context  # zoo/novelty context of the tables
 from weightflow_jax.tables import overrides as overrides_lib
@@ -73,6 +74,9 @@ class Settings:
       transfer_arch: also sample and evaluate this hidden architecture at every evaluation
         (the fields that can).
       save_runs: save each variant's final state as a flow run in ``<dir>/<label>``.
+      zoo_size: a zoo preset (``wide``: no burn-in) instead of the config's zoo.
+      prompts: conditioned variants (``flow.condition=train_loss``) are prompted with this
+        many training losses at the last evaluation: R^2 of achieved vs prompted.
       throughput, batch, steps: train-step throughput mode, its batch and timed steps.
       command: the command recorded in the outputs.
     """
@@ -91,6 +95,8 @@ class Settings:
     out: str = ""
     transfer_arch: str = ""
     save_runs: str = ""
+    zoo_size: str = ""
+    prompts: int = 0
     throughput: bool = False
     batch: int = 8
     steps: int = 5
@@ -109,29 +115,54 @@ class _Ctx:
 
 def make_sampler(run: recipe.FlowRun, num: int, steps: int, space=None):
     """A jitted ``(variables, key) -> plain weights`` for ``num`` networks (compiled once),
-    of the run's architecture or of ``space`` (another hidden width)."""
+    of the run's architecture or of ``space`` (another hidden width).
+
+    The run's ``config.sample.solver`` integrates (``euler`` or ``midpoint``); a conditioned
+    flow is prompted with ``config.sample.condition`` at weight
+    ``config.sample.condition_weight``."""
     space, fld = space or run.space, run.field
-    cfg = run.config.flow
+    cfg, sc = run.config.flow, run.config.sample
+    solver = str(sc.get("solver", "euler"))
+    sampling_lib.check_solver(space, solver)
+    value = pipeline.resolve_condition(run, sc.get("condition", "final"))
+    default = np.float32(np.nan if value is None else value)
+    weight = float(sc.get("condition_weight", 1.0))
+    conditioned = run.conditioner is not None
 
     @jax.jit
-    def draw(variables, key):
+    def draw_with(variables, key, cond):
         x0 = jax.vmap(lambda k: flows.sample_prior(k, space, float(cfg.prior_std)))(
             jax.random.split(key, num))
-        x1 = sampling_lib.integrate(space, lambda x, t: fld.apply(variables, x, t), x0,
-                                    steps=steps, parameterization=str(cfg.parameterization))
+        predict = recipe.conditioned_predict_fn(fld, variables, cond if conditioned else None,
+                                                weight)
+        x1 = sampling_lib.integrate(space, predict, x0, steps=steps, solver=solver,
+                                    parameterization=str(cfg.parameterization))
         return space.decode(x1)
+
+    def draw(variables, key, condition: float | None = None):
+        """``condition``: a raw prompt (default: the config's ``sample.condition``)."""
+        c = default if condition is None else np.float32(condition)
+        return draw_with(variables, key, c)
 
     return draw
 
 
-def calibrate(config, space, coords, stats, n: int = 20) -> float:
+def _conditions(config, zoo):
+    """``(conditioner, per-snapshot values)`` of ``config.flow.condition`` on ``zoo``
+    (``(None, None)`` for an unconditioned flow)."""
+    cond = recipe.fit_conditioner(config, zoo) if zoo is not None else None
+    return cond, (None if cond is None else np.asarray(zoo.metrics[cond.kind], np.float32))
+
+
+def calibrate(config, space, coords, stats, n: int = 20, zoo=None) -> float:
     """Steps per second of ``config``'s train step (compile excluded)."""
     cal = copy.deepcopy(config)
     with cal.unlocked():
         cal.train.schedule = "constant"
-    run = recipe.build_flow(cal, space, jax.random.key(0), stats)
+    cond, values = _conditions(cal, zoo)
+    run = recipe.build_flow(cal, space, jax.random.key(0), stats, cond)
     state, step, mesh = _training(run, ema=False)
-    batch_fn = recipe.make_batch_fn(run, coords, jax.random.key(2))
+    batch_fn = recipe.make_batch_fn(run, coords, jax.random.key(2), values)
     state, m = step(state, train_lib.shard_batch(batch_fn(0), mesh))
     jax.block_until_ready(m)
     t0 = time.perf_counter()
@@ -149,16 +180,18 @@ def run_variant(label: str, config, space, coords, ctx, settings: Settings, budg
       and the networks of its last evaluation.
     """
     stats = recipe.fit_field_stats(config, coords)
-    rate = calibrate(config, space, coords, stats)
+    zoo = getattr(ctx, "zoo", None)
+    rate = calibrate(config, space, coords, stats, zoo=zoo)
     steps = max(int(rate * budget), 50)
     with config.unlocked():
         config.train.steps = steps
     key = jax.random.key(int(config.seed))
     k_init, _, k_data, k_sample = jax.random.split(key, 4)
-    run = recipe.build_flow(config, space, k_init, stats)
+    cond, values = _conditions(config, zoo)
+    run = recipe.build_flow(config, space, k_init, stats, cond)
     n_params = sum(int(np.size(a)) for a in jax.tree.leaves(run.variables))
     state, step, mesh = _training(run, ema=True)
-    batch_fn = recipe.make_batch_fn(run, coords, k_data)
+    batch_fn = recipe.make_batch_fn(run, coords, k_data, values)
     sample_steps = int(settings.sample_steps or config.sample.steps)
     draw = make_sampler(run, int(settings.num), sample_steps)
     draw_transfer = None
@@ -230,11 +263,18 @@ def run_variant(label: str, config, space, coords, ctx, settings: Settings, budg
                 next_eval += float(settings.eval_every)
                 t_last = time.perf_counter()
     params = evaluate()
+    prompts = None
+    if settings.prompts and cond is not None:
+        prompts = prompt_alignment(draw, recipe.sampling_variables(state), k_sample, cond,
+                                   int(settings.prompts), ctx)
+        points[-1]["achieved_train_loss"] = prompts["default_train_loss"]
+        print(f"[{label}] prompt alignment over {settings.prompts} prompts: R^2 "
+              f"{prompts['r2_means']:.3f}, slope {prompts['slope']:.3f}", flush=True)
     result = {"label": label, "model": str(config.model.name), "params": n_params,
               "compile_seconds": compile_s, "budget": budget,
               "calibrated_steps_per_sec": rate, "planned_steps": steps, "steps_done": done,
               "sample_steps": sample_steps, "points": points,
-              "overrides": {}, "final": points[-1]}
+              "overrides": {}, "final": points[-1], "prompt_alignment": prompts}
     if settings.novelty and ctx.novelty is not None:
         result["novelty"] = ctx.novelty(params)
     if transfer_params:
@@ -242,11 +282,30 @@ def run_variant(label: str, config, space, coords, ctx, settings: Settings, budg
         result["transfer_params"] = transfer_params[0]
     if settings.save_runs:
         result["run_dir"] = save_run(os.path.join(settings.save_runs, label), config, stats,
-                                     state, done)
+                                     state, done, cond)
     return result, params
 
 
-def save_run(workdir: str, config, stats, state, step: int) -> str:
+def prompt_alignment(draw, variables, key, cond, num_prompts: int, ctx) -> dict:
+    """A conditioned variant prompted with ``num_prompts`` training losses evenly spaced in
+    log-loss over the zoo's 5th-95th percentile: each prompt's samples' mean achieved loss
+    on the training split, and R^2 of achieved vs prompted (:mod:`weightflow_jax.evaluation.
+    prompts`); also the achieved loss at the config's own prompt."""
+    grid = evaluation.prompt_grid(cond.prompts["p05"], cond.prompts["p95"], num_prompts)
+    achieved = []
+    for p in grid:
+        params = [(np.asarray(w), np.asarray(b)) for w, b in draw(variables, key, p)]
+        _, tl = evaluation.accuracy_and_loss(params, ctx.x_train, ctx.y_train)
+        achieved.append([float(v) for v in tl])
+    own = [(np.asarray(w), np.asarray(b)) for w, b in draw(variables, key)]
+    _, tl = evaluation.accuracy_and_loss(own, ctx.x_train, ctx.y_train)
+    out = evaluation.prompt_alignment(grid, achieved)
+    out.update(prompts=grid, achieved_means=[float(np.mean(a)) for a in achieved],
+               default_train_loss=float(np.mean(tl)))
+    return out
+
+
+def save_run(workdir: str, config, stats, state, step: int, condition=None) -> str:
     """Writes a flow run that ``experiments.sample --workdir`` and ``load_flow`` open: the
     variant's config (``train.steps`` = its planned steps), statistics and a checkpoint of
     its state at ``step``."""
@@ -254,6 +313,7 @@ def save_run(workdir: str, config, stats, state, step: int) -> str:
         raise ValueError(f"{workdir} already holds a run; choose another --save_runs")
     os.makedirs(workdir, exist_ok=True)
     recipe.save_field_stats(workdir, stats)
+    recipe.save_conditioner(workdir, condition)
     train_lib.save_config(workdir, config)
     with train_lib.CheckpointStore(workdir) as store:
         store.save(step, state)
@@ -274,8 +334,9 @@ def build_context(config, settings: Settings) -> _Ctx:
     ``settings.novelty``) the novelty function every variant is measured with."""
     ctx = _Ctx()
     space, coords, zoo, pre = pipeline.prepare_data(config)
-    ctx.space, ctx.coords = space, coords
+    ctx.space, ctx.coords, ctx.zoo = space, coords, zoo
     ctx.x_test, ctx.y_test = data_lib.load(str(config.zoo.dataset), "test")
+    ctx.x_train, ctx.y_train = data_lib.load(str(config.zoo.dataset), "train")
     target = pipeline.evaluate_networks(zoo.select(zoo.final_indices()), ctx.x_test,
                                         ctx.y_test, ensemble_max=settings.num)
     ctx.target = {k: v for k, v in target.items() if k not in ("acc", "loss")}
@@ -310,7 +371,8 @@ def render(task: str, flow: str, results: list[dict], ctx, settings: Settings,
                 f"{tr['ensemble_acc']:.3f} |")
 
     lines = [
-        f"# Time to quality: {task}, {flow} flow (aligned + exact OT), `{settings.size}` zoo", "",
+        f"# Time to quality: {task}, {flow} flow (aligned + exact OT), "
+        f"`{settings.zoo_size or settings.size}` zoo", "",
         f"Command: `{settings.command}`", "",
         f"Budget {settings.budget:.0f} training seconds per variant (unless the variant sets its "
         f"own) on {os.cpu_count()} CPU cores "
@@ -321,8 +383,8 @@ def render(task: str, flow: str, results: list[dict], ctx, settings: Settings,
         f"; thesis (geometric aligned + OT): {thesis:.3f}.", "",
         "| variant | field | params | steps/s | steps | final acc | final loss | ensemble | "
         f"s to thesis {thesis:.3f} | s to zoo {zoo_acc:.3f} | best acc (at s) | novelty L2 "
-        f"median / spacing |{tr_head}",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * bool(tr_head),
+        f"median / spacing | prompt R² (slope) |{tr_head}",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * bool(tr_head),
     ]
     for r in results:
         f = r["final"]
@@ -337,7 +399,8 @@ def render(task: str, flow: str, results: list[dict], ctx, settings: Settings,
             f"{r['calibrated_steps_per_sec']:.1f} | {r['steps_done']} | {f['acc_mean']:.3f} ± "
             f"{f['acc_std']:.3f} | {f['loss_mean']:.3f} | {f['ensemble_acc']:.3f} | "
             f"{'—' if tt is None else f'{tt:.0f}'} | {'—' if tz is None else f'{tz:.0f}'} | "
-            f"{best['acc_mean']:.3f} ({best['train_seconds']:.0f}) | {nov_s} |{tr_cell(f)}")
+            f"{best['acc_mean']:.3f} ({best['train_seconds']:.0f}) | {nov_s} | "
+            f"{_prompt_cell(r.get('prompt_alignment'))} |{tr_cell(f)}")
     lines += ["", "Variants (config overrides on top of "
               f"`configs/{task}_{flow}.py:{settings.size}`):", ""]
     for r in results:
@@ -352,6 +415,12 @@ def render(task: str, flow: str, results: list[dict], ctx, settings: Settings,
                          f"{p['train_loss']:.4f} | {p['acc_mean']:.3f} ± {p['acc_std']:.3f} | "
                          f"{p['loss_mean']:.3f} | {p['ensemble_acc']:.3f} |{tr_cell(p)}")
     return "\n".join(lines) + "\n"
+
+
+def _prompt_cell(pa: dict | None) -> str:
+    if not pa:
+        return "—"
+    return f"{pa['r2_means']:.3f} ({pa['slope']:.2f})"
 
 
 def throughput(settings: Settings) -> None:
@@ -411,6 +480,10 @@ def run(settings: Settings) -> list[dict]:
         return []
     t_start = time.perf_counter()
     base = get_base_config(settings.task, settings.flow, settings.size)
+    if settings.zoo_size:
+        base = overrides_lib.apply_overrides(
+            base, tables_context.zoo_preset_overrides(settings.task, settings.zoo_size),
+            source="--zoo_size")
     with base.unlocked():
         base.seed = settings.seed
         if settings.zoo_dir:

@@ -3,7 +3,8 @@
 * :func:`sample` — ``num`` networks as plain MLP weights (Euler on the flow's geometry or
   an adaptive solver for flat flows), batched in chunks; :func:`sample_coords` keeps the
   flow's coordinates.
-* :func:`integrate` / :class:`ManifoldEuler` — the diffrax integration itself.
+* :func:`integrate` / :class:`ManifoldEuler` / :class:`ManifoldMidpoint` — the diffrax
+  integration itself (Euler or 2nd-order midpoint exp-map steps; adaptive solvers on flat flows).
 * :class:`Guidance`, :func:`make_guidance`, :func:`task_loss_fn` — task-loss guidance
   ``v <- v - lambda(t) * proj_x(G)``, ``G`` a gradient step on the balanced network carried
   to the flow's coordinates (``mode="balanced"``) or ``grad_x L`` (``mode="coords"``).
@@ -25,8 +26,8 @@ from weightflow_jax.sampling.sample import (
     decode_samples, load_samples_npz, sample, sample_coords, samples_representative,
     save_samples_npz)
 from weightflow_jax.sampling.solvers import (
-    ADAPTIVE_SOLVERS, OUTPUT_SCALES, SOLVERS, ManifoldEuler, check_output_scale, check_solver,
-    integrate, vector_field)
+    ADAPTIVE_SOLVERS, MANIFOLD_SOLVERS, OUTPUT_SCALES, SOLVERS, ManifoldEuler, ManifoldMidpoint,
+    check_output_scale, check_solver, integrate, vector_field)
 
 __all__ = [
     "GUIDANCE_MODES", "SCHEDULES", "Guidance", "check_task", "guidance_direction",
@@ -34,7 +35,8 @@ __all__ = [
     "DIVERGENCES", "divergence", "log_likelihood", "log_sphere_area", "prior_log_density",
     "decode_samples", "load_samples_npz", "sample", "sample_coords", "samples_representative",
     "save_samples_npz",
-    "ADAPTIVE_SOLVERS", "OUTPUT_SCALES", "SOLVERS", "ManifoldEuler", "check_output_scale",
+    "ADAPTIVE_SOLVERS", "MANIFOLD_SOLVERS", "OUTPUT_SCALES", "SOLVERS", "ManifoldEuler",
+    "ManifoldMidpoint", "check_output_scale",
     "check_solver", "integrate",
     "vector_field",
 ]

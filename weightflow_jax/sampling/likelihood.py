@@ -234,6 +234,9 @@ def log_likelihood(space: FlowSpace, predict_fn: PredictFn, x1: Canonical, *,
       ``(n,)`` float32 numpy log-densities (nats).
     """
     check_solver(space, solver)
+    if solver == "midpoint":
+        raise ValueError("log_likelihood integrates with solver='euler' (every flow) or an "
+                         "adaptive solver (flat flows); 'midpoint' is a sampling solver")
     if divergence_method not in DIVERGENCES:
         raise ValueError(f"unknown divergence method {divergence_method!r}; choose one of "
                          f"{DIVERGENCES}")

@@ -100,7 +100,8 @@ def sample(space: FlowSpace, predict_fn: PredictFn, key: jax.Array, num: int, *,
       key: PRNG key; sample ``i`` uses ``jax.random.split(key, num)[i]``.
       num: number of networks.
       steps: Euler steps (thesis: 512); initial step of adaptive solvers.
-      solver: ``"euler"`` (all flows) or an adaptive one (euclidean/normalized only), see
+      solver: ``"euler"`` or ``"midpoint"`` (all flows) or an adaptive one
+        (euclidean/normalized only), see
         :mod:`weightflow_jax.sampling.solvers`.
       guidance: optional :class:`Guidance` (build with :func:`make_guidance`).
       batch_size: samples integrated at once (bounds memory).

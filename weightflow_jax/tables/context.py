@@ -104,7 +104,8 @@ def reusable(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     Reused when: ``eval.json`` reports ``train.final_step == config.train.steps``; the stored
     ``config.json`` equals ``config`` in every field except logging/checkpoint intervals and
     the workdir (``train.DEFAULT_SAFE_FIELDS``); and ``samples.json`` was sampled with the
-    config's ``sample.num``/``sample.steps``/``sample.guidance``/``seed``.
+    config's ``sample.num``/``sample.steps``/``sample.guidance``/``seed``/``solver`` (and a
+    conditioned flow's prompt and weight).
     """
     ev = read_json(os.path.join(workdir, "eval.json"))
     stored = train_lib.load_config(workdir) if os.path.isdir(workdir) else None
@@ -122,6 +123,12 @@ def reusable(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     sc = config.sample
     if (smp.get("num"), smp.get("steps"), float(smp.get("guidance", -1)), smp.get("seed")) != (
             int(sc.num), int(sc.steps), float(sc.guidance), int(config.seed)):
+        return None
+    if smp.get("solver", "euler") != str(sc.get("solver", "euler")):
+        return None
+    if smp.get("condition_info") and (
+            str(smp.get("condition")) != str(sc.get("condition", "final"))
+            or float(smp.get("condition_weight", 1.0)) != float(sc.get("condition_weight", 1.0))):
         return None
     return ev
 

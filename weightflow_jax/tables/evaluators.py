@@ -549,7 +549,8 @@ PROMPT_BEYOND = (1.0, 0.5)  # x the zoo's best training loss
 def prompt_alignment_section(ctx: ctx_lib.Context, row: Row, rows: list
                              ) -> tuple[None, dict]:
     """A loss-conditioned flow prompted with ``num_prompts`` training losses spanning the zoo's
-    5th-95th percentile, the best loss and beyond it, and unconditionally; for each
+    5th-95th percentile, the best loss times each factor of ``beyond`` (default
+    :data:`PROMPT_BEYOND`), and unconditionally; for each
     classifier-free weight in ``weights``, the achieved training loss (the whole training
     split) and test accuracy of the samples per prompt, and R^2 of achieved vs prompted."""
     ev = ctx.flow(row.flow)
@@ -566,8 +567,9 @@ def prompt_alignment_section(ctx: ctx_lib.Context, row: Row, rows: list
     weights = tuple(float(w) for w in o.get("weights", (1.0,)))
     grid = evaluation.prompt_grid(cond.prompts[PROMPT_RANGE[0]], cond.prompts[PROMPT_RANGE[1]],
                                   int(o.get("num_prompts", 8)))
+    beyond = tuple(float(f) for f in o.get("beyond", PROMPT_BEYOND))
     plan = [("range", v) for v in grid] + [
-        ("beyond", cond.prompts["best"] * f) for f in PROMPT_BEYOND] + [("unconditional", None)]
+        ("beyond", cond.prompts["best"] * f) for f in beyond] + [("unconditional", None)]
     x_train, y_train = data_lib.load(str(cfg.zoo.dataset), "train")
     points = []
     for w in weights:
@@ -605,7 +607,7 @@ def prompt_alignment_section(ctx: ctx_lib.Context, row: Row, rows: list
     section = {"key": row.key, "label": row.label, "workdir": workdir,
                "train_steps": int(ev["train"]["final_step"]), "num": num, "steps": steps,
                "weights": list(weights), "zoo_prompts": dict(cond.prompts),
-               "range": list(PROMPT_RANGE), "beyond": list(PROMPT_BEYOND),
+               "range": list(PROMPT_RANGE), "beyond": list(beyond),
                "points": points, "alignment": alignment, "task": str(cfg.zoo.dataset),
                "zoo": str(cfg.zoo.dir)}
     return None, {"prompt_alignment": section}
