@@ -267,7 +267,8 @@ PROMPT_WEIGHTS = (1.0, CONDITION_WEIGHT, 2.0)
 COND_BC_STEPS, COND_MNIST_STEPS = 6000, 8000
 
 
-def _conditioning_rows(task: str, steps: dict[str, tuple]) -> tuple[Row, ...]:
+def _conditioning_rows(task: str, steps: dict[str, tuple],
+                       prompt_num: int | None = None) -> tuple[Row, ...]:
     all_steps = steps.get("all", ())
     cond = FlowSpec(task, "geometric", "aligned_ot", zoo=_WIDE, tag="cond",
                     overrides={**steps, "all": CONDITION + all_steps})
@@ -281,7 +282,8 @@ def _conditioning_rows(task: str, steps: dict[str, tuple]) -> tuple[Row, ...]:
         Row("target", "Target (final snapshots)", "target"),
         Row("prompts", "Prompt alignment (geometric, aligned + OT, conditioned)",
             "prompt_alignment", cond, extra=True,
-            options={"num_prompts": 8, "weights": PROMPT_WEIGHTS}))
+            options={"num_prompts": 8, "weights": PROMPT_WEIGHTS,
+                     **({"num": prompt_num} if prompt_num else {})}))
 
 
 _COND_GOALS = (G.PromptAlignment(0.9, CONDITION_WEIGHT), G.NotCopies())
@@ -308,11 +310,19 @@ CONDITIONING_BREAST_CANCER = Table(
 CONDITIONING_MNIST = Table(
     name="conditioning_mnist", group="conditioning_mnist",
     title="Loss-conditioned flows, MNIST 784-10-10: prompt alignment",
-    rows=_conditioning_rows("mnist", {"cpu": (("train.steps", COND_MNIST_STEPS),)}),
-    overrides={"all": (("sample.num", 32),)},
-    goals=_COND_GOALS,
+    rows=_conditioning_rows("mnist", {"cpu": (("train.steps", COND_MNIST_STEPS),)},
+                            prompt_num=32),
+    overrides={"all": (("sample.num", 64), ("eval.ensemble_sizes", (1, 2, 4, 8, 16, 32, 64))),
+               "test": (("sample.num", 4), ("eval.ensemble_sizes", (1, 2, 4)))},
+    goals=_COND_GOALS + (
+        G.RowThreshold("geometric_final", "acc", 0.925, "MNIST conditioned (final loss) "
+                       "accuracy"),
+        G.RowThreshold("geometric_final", "loss", 0.30, "MNIST conditioned (final loss) loss"),
+        G.RowThreshold("geometric_final", "ensemble", 0.96, "MNIST conditioned posterior "
+                       "predictive", ensemble_size=64)),
     description=_COND_DESCRIPTION + f" Field: the cpu config's `mlp`, {COND_MNIST_STEPS:,} "
-                                    "steps.")
+                                    "steps; 64 networks per flow row (an ensemble of 64), 32 "
+                                    "per prompt.")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     BREAST_CANCER, BREAST_CANCER_THESIS_SPLIT, MNIST, FASHION_TRANSFER, ARCH_TRANSFER,
