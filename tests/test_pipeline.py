@@ -138,6 +138,8 @@ def test_train_command_end_to_end(tmp_path):
     with np.load(out + ".npz") as f:
         assert f["W0"].shape == (3, 24, 30) and f["W1"].shape == (3, 8, 24)
     assert res["arch"] == "30-24-8-2"
+    assert res["params"][0][0].shape == (3, 24, 30) and "params" not in json.load(
+        open(out + ".json"))  # the networks are returned, not written into the JSON
     # Written balanced by default (the file and the JSON say so); exact on request, the
     # same function.
     assert res["representative"] == "balanced" and res["output_scale"] == "flow"
@@ -281,3 +283,17 @@ def test_loss_conditioned_run_end_to_end(tmp_path):
     os.remove(os.path.join(workdir, recipe.CONDITION_FILE))
     with pytest.raises(ValueError, match="no condition.json"):
         pipeline.load_flow(workdir)
+
+
+def test_total_train_seconds_over_resumed_runs():
+    from types import SimpleNamespace as S
+    fresh = S(start_step=0, wall_time_s=12.0)
+    assert pipeline.total_train_seconds(fresh, None) == 12.0
+    resampled = S(start_step=100, wall_time_s=0.5)   # a finished run re-sampled
+    prev = {"train": {"final_step": 100, "wall_time_s": 40.0}}
+    assert pipeline.total_train_seconds(resampled, prev) == 40.5
+    prev["train"]["total_wall_time_s"] = 90.0         # its own total already summed
+    assert pipeline.total_train_seconds(resampled, prev) == 90.5
+    # Resumed from a checkpoint no record covers (interrupted before evaluation): unknown.
+    assert pipeline.total_train_seconds(resampled, None) is None
+    assert pipeline.total_train_seconds(S(start_step=50, wall_time_s=3.0), prev) is None

@@ -323,7 +323,9 @@ def test_thesis_rows_and_thresholds():
     assert st["MNIST geometric (aligned + OT) loss"] == "met"
     assert st["MNIST posterior predictive (geometric, aligned + OT)"] == "met"
     assert st["samples are not copies: geometric_aligned_ot"] == "met"
-    assert st["samples are not copies: geometric_aligned_ot"] == "met"
+    close = "normalized within 0.05 of euclidean at the same steps"
+    assert st[f"{close}: normalized_aligned"] == "met"        # 0.753 >= 0.736 - 0.05
+    assert st[f"{close}: normalized_aligned_ot"] == "not run"  # no rows to compare
     rows[0].update(loss_mean=0.31, ensemble_size=32)
     st = _status(tables.get_table("mnist").goals, {"rows": rows})
     assert st["MNIST geometric (aligned + OT) loss"] == "missed"
@@ -358,6 +360,13 @@ def test_beat_target_best_of_finetune_and_not_copies():
     arch[1]["acc_mean"] = 0.85
     assert _status((goal,), {"rows": arch}) == {"arch": "missed"}
     assert _status((goal,), {"rows": []}) == {"arch": "not run"}
+    pair = G.RowsClose((("normalized_aligned", "euclidean_aligned"),), 0.05, "close")
+    flows = [_r("euclidean_aligned", 0.90), _r("normalized_aligned", 0.849)]
+    assert _status((pair,), {"rows": flows}) == {"close: normalized_aligned": "missed"}
+    flows[1]["acc_mean"] = 0.851
+    assert _status((pair,), {"rows": flows}) == {"close: normalized_aligned": "met"}
+    flows[1]["acc_mean"] = float("nan")
+    assert _status((pair,), {"rows": flows}) == {"close: normalized_aligned": "missed"}
 
 
 def _ft_point(unit, value, unguided, guided, random, ci=0.01):
@@ -591,3 +600,19 @@ def test_prompt_alignment_section_on_a_real_conditioned_flow(tmp_path, monkeypat
     assert "## p" in _md(table)
     again = tables.build_table(_BC_PROMPTS.name, **kw)
     assert all(p["reused"] for p in again["extras"]["prompt_alignment"]["points"])
+
+
+def test_flow_version_changes_on_retraining_only(tmp_path):
+    from weightflow_jax.tables import context as ctx_lib
+    wd = tmp_path / "flow"
+    os.makedirs(wd / "checkpoints" / "8")
+    atomic.write_json(wd / "eval.json", {"train": {"final_step": 8}})
+    v = ctx_lib.flow_version(str(wd))
+    atomic.write_json(wd / "eval.json", {"train": {"final_step": 8}, "samples": {}})  # re-sampled
+    assert ctx_lib.flow_version(str(wd)) == v
+    os.rmdir(wd / "checkpoints" / "8")                     # retrained: a new checkpoint
+    os.makedirs(wd / "checkpoints" / "8")
+    os.utime(wd / "checkpoints" / "8", ns=(2, 2))
+    assert ctx_lib.flow_version(str(wd)) != v
+    atomic.write_json(wd / "eval.json", {"train": {"final_step": 16}})  # longer training
+    assert ctx_lib.flow_version(str(wd)).startswith("16:")

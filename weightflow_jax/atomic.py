@@ -16,7 +16,7 @@ from typing import Any, Callable, IO
 
 import numpy as np
 
-__all__ = ["write_atomic", "savez", "write_json", "write_text", "json_default"]
+__all__ = ["write_atomic", "savez", "write_json", "write_text", "json_default", "read_json"]
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -65,3 +65,13 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """UTF-8 ``text`` to ``path``, atomically."""
     return write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON at ``path``, or ``None`` when it is missing or unreadable (a file written
+    here is complete or absent, so unreadable means not ours)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None

@@ -233,6 +233,9 @@ def sample_and_evaluate(run: FlowRun, out_prefix: str, *, num: int, steps: int,
 
     Everything is checked before anything is written: another input/output width (``arch``)
     or a task whose input size differs from the networks' raise ``ValueError``.
+
+    Returns:
+      What the JSON holds, plus ``params``: the sampled networks (not in the JSON).
     """
     space = flow_space_for(run, arch)
     own = str(run.config.zoo.dataset)
@@ -262,7 +265,7 @@ def sample_and_evaluate(run: FlowRun, out_prefix: str, *, num: int, steps: int,
     sampling_lib.save_samples_npz(out_prefix + ".npz", params,
                                   representative=opts["representative"])
     atomic.write_json(out_prefix + ".json", result)
-    return result
+    return {**result, "params": params}
 
 
 # Fields that may change when a run is resumed (what is trained stays the same).
@@ -334,8 +337,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     workdir = workdir or default_workdir(config)
     os.makedirs(workdir, exist_ok=True)
     t_start = time.time()
+    previous = atomic.read_json(os.path.join(workdir, "eval.json"))
     space, coords, zoo, pre = prepare_data(config, progress=progress)
     run, summary = train_flow(config, workdir, space, coords, zoo=zoo, progress=progress)
+    train_record = summary.as_dict()
+    train_record["total_wall_time_s"] = total_train_seconds(summary, previous)
     n_params = sum(int(np.size(a)) for a in jax.tree.leaves(run.variables))
 
     sc = config.sample
@@ -346,8 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
         solver=str(sc.get("solver", "euler")))
     ev, sample_seconds = sampled["samples"], sampled["sample_seconds"]
     if run.conditioner is not None:  # achieved training-split loss of the samples
-        ev["train_loss_mean"] = achieved_train_loss(
-            sampling_lib.load_samples_npz(os.path.join(workdir, "samples.npz")), config)
+        ev["train_loss_mean"] = achieved_train_loss(sampled["params"], config)
     x_test, y_test = data_lib.load(str(config.zoo.dataset), "test")
     final = zoo.final_indices()
     target = evaluate_networks(zoo.select(final), x_test, y_test)
@@ -358,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
         "model": str(config.model.name), "ema_decay": float(config.train.ema_decay),
         "equivariant": bool(run.field.equivariant),
         "num_training_snapshots": int(coords.layers[0][0].shape[0]),
-        "model_params": n_params, "train": summary.as_dict(),
+        "model_params": n_params, "train": train_record,
         "sample_seconds": sample_seconds, "samples": ev, "target_final_snapshots": target,
         "sample_options": {k: sampled.get(k) for k in SAMPLE_DEFAULTS},
         "condition": sampled.get("condition_info"),
@@ -367,6 +372,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | None = 
     atomic.write_json(os.path.join(workdir, "eval.json"), result)
     atomic.write_text(os.path.join(workdir, "report.md"), _report(config, result))
     return result
+
+
+def total_train_seconds(summary: Any, previous: Mapping[str, Any] | None) -> float | None:
+    """Training seconds of the flow over all calls: this call's loop time plus, when it
+    resumed from the step a previous ``eval.json`` recorded, that record's total (a
+    re-sample of a finished run adds ~0). ``None`` when it resumed from a checkpoint no
+    record covers (a run interrupted before its evaluation): the total is unknown."""
+    here = float(summary.wall_time_s)
+    if int(summary.start_step) == 0:
+        return here
+    train = (previous or {}).get("train") or {}
+    before = train.get("total_wall_time_s", train.get("wall_time_s"))
+    if before is None or int(train.get("final_step", -1)) != int(summary.start_step):
+        return None
+    return float(before) + here
 
 
 def achieved_train_loss(params: mlp.Params, config: ml_collections.ConfigDict) -> float:

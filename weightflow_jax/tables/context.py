@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from weightflow_jax import atomic, data as data_lib, evaluation, mlp, pipeline
+from weightflow_jax.atomic import read_json
 from weightflow_jax import sampling as sampling_lib
 from weightflow_jax import train as train_lib
 from weightflow_jax import zoo as zoo_lib
@@ -33,15 +34,6 @@ __all__ = ["TrainFn", "MAX_CHECKPOINTS", "SPACING_QUERIES", "read_json", "cached
 TrainFn = Callable[..., dict]
 MAX_CHECKPOINTS = 20_000   # novelty: random subset of the aligned checkpoints
 SPACING_QUERIES = 256      # novelty: checkpoints whose spacing is measured
-
-
-def read_json(path: str) -> Any:
-    """The JSON at ``path``, or ``None`` when missing or unreadable."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def cached(path: str, key: Mapping[str, Any], compute: Callable[[], dict]) -> tuple[dict, bool]:
@@ -161,11 +153,16 @@ def run_flow(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def flow_version(workdir: str) -> str:
-    """Changes whenever the flow in ``workdir`` is retrained (eval.json step + mtime)."""
+    """Changes whenever the flow in ``workdir`` is retrained, and only then: the final step
+    recorded in eval.json and the modification time of that step's checkpoint (written once,
+    by training; re-sampling a finished flow rewrites eval.json but not the checkpoint).
+    Without that checkpoint (pruned), eval.json's modification time stands in."""
     path = os.path.join(workdir, "eval.json")
     ev = read_json(path) or {}
     step = ev.get("train", {}).get("final_step")
-    return f"{step}:{os.stat(path).st_mtime_ns}"
+    ckpt = os.path.join(workdir, "checkpoints", str(step))
+    stamp = os.stat(ckpt if os.path.isdir(ckpt) else path).st_mtime_ns
+    return f"{step}:{stamp}"
 
 
 @dataclasses.dataclass

@@ -92,6 +92,13 @@ def _print_row(table: str, row: Mapping[str, Any]) -> None:
           f"±{row['acc_std'] or 0:.3f} loss {loss} ({how})", flush=True)
 
 
+def _train_seconds(train: Mapping[str, Any]) -> float:
+    """A flow's training seconds over all its runs (a resumed or re-sampled run keeps its
+    first run's time); ``nan`` when unknown."""
+    total = train.get("total_wall_time_s", train.get("wall_time_s"))
+    return float("nan") if total is None else float(total)
+
+
 @register("flow")
 def flow_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
     ev = ctx.flow(row.flow)
@@ -99,7 +106,7 @@ def flow_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
     note = row.options.get("note", "")
     out = stats_row(row, ev["samples"], train_steps=int(ev["train"]["final_step"]),
                     wall_seconds=float(ev.get("wall_seconds", float("nan"))),
-                    train_seconds=float(ev["train"].get("wall_time_s", float("nan"))),
+                    train_seconds=_train_seconds(ev["train"]),
                     row_seconds=float(ev["row_seconds"]), workdir=ev["workdir"],
                     reused=ev["reused"], model=str(cfg.model.name), note=note,
                     samples_source=os.path.join(ev["workdir"], "samples.npz"),
@@ -200,6 +207,7 @@ def cached_samples(ctx: ctx_lib.Context, workdir: str, tag: str, *, num: int, st
         run, prefix, num=num, steps=steps, seed=seed, arch=arch, task=task, guidance=guidance,
         guidance_batch=guidance_batch, chunk=chunk,
         options=pipeline.sampling_options(run.config.sample, **opts))
+    res.pop("params")  # the networks are in the .npz
     res["cache_key"] = key
     atomic.write_json(prefix + ".json", res)
     return res, False

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ThesisRows", "BeatTarget", "RowThreshold", "BestOf", "InitCurves", "SgdCheck",
-           "NotCopies", "PromptAlignment", "evaluate_goals", "goal_result"]
+__all__ = ["ThesisRows", "BeatTarget", "RowThreshold", "RowsClose", "BestOf", "InitCurves",
+           "SgdCheck", "NotCopies", "PromptAlignment", "evaluate_goals", "goal_result"]
 
 
 def goal_result(goal: str, value: Any, target: str, ok: bool | None) -> dict[str, Any]:
@@ -171,6 +171,38 @@ class RowThreshold:
             ok = False
             target += f" (this run's ensemble has {r.get('ensemble_size')})"
         return [goal_result(self.name, v, target, bool(ok))]
+
+
+@dataclasses.dataclass(frozen=True)
+class RowsClose:
+    """Each ``(row, reference)`` pair of ``pairs``: the row's accuracy mean >= the reference
+    row's minus ``tolerance`` (e.g. a normalized flow against the euclidean flow trained for
+    the same steps)."""
+
+    pairs: tuple[tuple[str, str], ...]
+    tolerance: float
+    name: str
+
+    @property
+    def definition(self) -> str:
+        pairs = "; ".join(f"`{a}` vs `{b}`" for a, b in self.pairs)
+        return (f"{self.name}: a row's accuracy mean >= its reference row's - "
+                f"{self.tolerance:g} ({pairs})")
+
+    def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
+        out = []
+        for key, ref in self.pairs:
+            r, b = _row(table, key), _row(table, ref)
+            name = f"{self.name}: {r['label'] if r else key}"
+            if r is None or b is None:
+                out.append(goal_result(name, None, f"needs rows {key} and {ref}", None))
+                continue
+            need = b["acc_mean"] - self.tolerance if _finite(b["acc_mean"]) else None
+            ok = need is not None and _finite(r["acc_mean"]) and r["acc_mean"] >= need
+            target = (f"accuracy ≥ {b['label']}'s {_fmt(b['acc_mean'])} - {self.tolerance:g}"
+                      + (f" = {need:.3f}" if need is not None else ""))
+            out.append(goal_result(name, r["acc_mean"], target, bool(ok)))
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -247,8 +247,9 @@ def render_markdown(table: Mapping[str, Any]) -> str:
         "Nearest L2 / spacing: median L2 distance of the samples (aligned to the zoo's "
         "reference) to the nearest aligned training checkpoint / median distance of a "
         "checkpoint to the nearest checkpoint of another run. Train steps / train s / wall "
-        "s: flow training steps, the training loop's seconds (with compilation) and the "
-        "train + sample + evaluate run's seconds (transfer rows: sampling time). Thesis "
+        "s: flow training steps, the training loop's seconds (with compilation; summed over "
+        "the runs of a resumed or re-sampled flow) and the train + sample + evaluate run's "
+        "seconds (transfer rows: sampling time). Thesis "
         "columns: Erdogan 2025 (arXiv 2504.03710).", "",
         results_table(table["rows"]),
     ]
