@@ -95,8 +95,9 @@ NT = ("model.name", "neuron_transformer")
 # same wall-clock budget is ~450 steps.
 BC_STEPS, BC_RT_STEPS = 300, 450
 # MNIST: mlp, 6,000 steps (the 2026-12-02 table: 4,000 steps in 226-353 s, 11-18 steps/s,
-# so ~6-9 minutes); rt (2 x 16) ran 210 steps in 325 s there (0.65 steps/s), so the same
-# budget is ~280 steps.
+# so ~6-9 minutes alone; the 2026-12-07 table took 614-1,058 s per row with the test suite
+# beside it); rt (2 x 16) ran 210 steps in 325 s there (0.65 steps/s), so the same budget
+# is ~280 steps.
 MNIST_STEPS, MNIST_RT_STEPS = 6000, 280
 # Transfer tables: neuron_transformer, 5,000 steps (~520 s at 9.6 steps/s).
 TRANSFER_STEPS = 5000
