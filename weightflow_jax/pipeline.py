@@ -45,7 +45,8 @@ from weightflow_jax.train.recipe import (CONDITION_FILE, STATS_FILE, FlowRun, bu
 __all__ = ["default_workdir", "prepare_data", "train_flow", "train_and_evaluate", "load_flow",
            "flow_space_for", "sample_networks", "evaluate_networks", "sample_and_evaluate",
            "SAMPLE_DEFAULTS", "sampling_options", "resolve_sampling", "resolve_condition",
-           "condition_record", "achieved_train_loss",
+           "condition_record", "achieved_train_loss", "total_train_seconds",
+           "recorded_train_seconds",
            "upgrade_config", "lock_file_info", "LOCK_FILE"]
 
 
@@ -383,10 +384,18 @@ def total_train_seconds(summary: Any, previous: Mapping[str, Any] | None) -> flo
     if int(summary.start_step) == 0:
         return here
     train = (previous or {}).get("train") or {}
-    before = train.get("total_wall_time_s", train.get("wall_time_s"))
+    before = recorded_train_seconds(train)
     if before is None or int(train.get("final_step", -1)) != int(summary.start_step):
         return None
-    return float(before) + here
+    return before + here
+
+
+def recorded_train_seconds(train: Mapping[str, Any]) -> float | None:
+    """A flow's training seconds from its ``eval.json`` ``train`` record: the total over
+    all its runs, or the loop time of records written before totals were kept; ``None``
+    when unknown."""
+    total = train.get("total_wall_time_s", train.get("wall_time_s"))
+    return None if total is None else float(total)
 
 
 def achieved_train_loss(params: mlp.Params, config: ml_collections.ConfigDict) -> float:

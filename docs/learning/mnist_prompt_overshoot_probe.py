@@ -2,7 +2,7 @@
 #   python docs/learning/mnist_prompt_overshoot_probe.py  (writes /tmp/r2/*; results: mnist_prompt_overshoot_probe.json)
 """Does the MNIST conditioned flow's overshoot at high prompts come from integration error?
 Same trained flow, same prompts, same seed; Euler 64 / 256 and midpoint 128 (= 256 evals)."""
-import json, sys, time
+import json, time
 import numpy as np
 from weightflow_jax import pipeline, evaluation, data as data_lib
 
@@ -18,7 +18,7 @@ for prompt in (0.2135, 0.3001, 0.3559):
             chunk=32, options=pipeline.sampling_options(run.config.sample, condition=str(prompt),
                                                         condition_weight=1.0))
         _, loss = evaluation.accuracy_and_loss(res["params"], x, y)
-        per = np.asarray(loss).mean(axis=-1) if np.ndim(loss) > 1 else np.asarray(loss)
+        per = np.asarray(loss)  # (networks,): each network's mean training-split loss
         row = {"prompt": prompt, "solver": solver, "steps": steps,
                "train_loss_mean": float(np.mean(per)), "train_loss_median": float(np.median(per)),
                "test_acc": res["samples"]["acc_mean"], "s": time.time() - t0}

@@ -114,10 +114,7 @@ def save(data_dir: Path, name: str, raw: RawData) -> Path:
 def read_sidecar(data_dir: Path, name: str) -> dict[str, Any] | None:
     """The sidecar of ``name`` as a dict, or None when missing or unreadable."""
     _, side = cache_paths(data_dir, name)
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError):
-        return None
+    meta = atomic.read_json(side)
     return meta if isinstance(meta, dict) else None
 
 

@@ -92,21 +92,15 @@ def _print_row(table: str, row: Mapping[str, Any]) -> None:
           f"±{row['acc_std'] or 0:.3f} loss {loss} ({how})", flush=True)
 
 
-def _train_seconds(train: Mapping[str, Any]) -> float:
-    """A flow's training seconds over all its runs (a resumed or re-sampled run keeps its
-    first run's time); ``nan`` when unknown."""
-    total = train.get("total_wall_time_s", train.get("wall_time_s"))
-    return float("nan") if total is None else float(total)
-
-
 @register("flow")
 def flow_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
     ev = ctx.flow(row.flow)
     cfg = ctx.config(row.flow)
     note = row.options.get("note", "")
+    train_s = pipeline.recorded_train_seconds(ev["train"])  # over all the flow's runs
     out = stats_row(row, ev["samples"], train_steps=int(ev["train"]["final_step"]),
                     wall_seconds=float(ev.get("wall_seconds", float("nan"))),
-                    train_seconds=_train_seconds(ev["train"]),
+                    train_seconds=float("nan") if train_s is None else train_s,
                     row_seconds=float(ev["row_seconds"]), workdir=ev["workdir"],
                     reused=ev["reused"], model=str(cfg.model.name), note=note,
                     samples_source=os.path.join(ev["workdir"], "samples.npz"),
