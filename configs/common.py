@@ -21,7 +21,10 @@ Fields (override any from the command line, e.g. ``--config.train.steps=500``):
   ``time_b``, ``prior_std``, ``condition`` (none | train_loss | train_acc: condition the
   field on each snapshot's recorded *training-split* metric, G.pt-style;
   :mod:`weightflow_jax.models.conditioning`), ``condition_dropout`` (fraction of training
-  conditions replaced by the null condition, for classifier-free guidance).
+  conditions replaced by the null condition, for classifier-free guidance),
+  ``template_iters`` (alignment reference: 0 = run 0's final network, as the thesis; K > 0 =
+  an iterated template, the mean of the runs' final networks after K rounds of aligning
+  them to it, :func:`weightflow_jax.zoo.preprocessing.alignment_template`).
 * ``model``: ``name`` of the vector field (``rt`` = the thesis's relational transformer over
   the full neural graph, ``compact_rt`` = the same layers on the compact graph without
   input-neuron nodes, ``neuron_transformer`` = a wide transformer over hidden-neuron tokens,
@@ -80,7 +83,8 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
     c.flow = ml_collections.ConfigDict(dict(
         kind=flow, align=True, canonical_mode="exact", coupling="exact", pair_alignment="none",
         sinkhorn_epsilon=0.05, parameterization="target", time_distribution="beta",
-        time_a=1.0, time_b=2.0, prior_std=0.1, condition="none", condition_dropout=0.1))
+        time_a=1.0, time_b=2.0, prior_std=0.1, condition="none", condition_dropout=0.1,
+        template_iters=0))
     # Thesis size: the thesis's RT (5 layers, width 32 MNIST / 64 breast cancer), no EMA.
     c.model = default_model_config("rt")
     c.model.rt.update(dict(num_layers=5, width=32 if mnist else 64, num_heads=4))

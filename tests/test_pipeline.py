@@ -297,3 +297,23 @@ def test_total_train_seconds_over_resumed_runs():
     # Resumed from a checkpoint no record covers (interrupted before evaluation): unknown.
     assert pipeline.total_train_seconds(resampled, None) is None
     assert pipeline.total_train_seconds(S(start_step=50, wall_time_s=3.0), prev) is None
+
+
+def test_prepare_data_aligns_to_the_template_when_asked(tmp_path):
+    """``flow.template_iters`` > 0 aligns the zoo to an iterated template (reference index
+    -1), and the bench builds a variant's own data for it instead of reusing the base's."""
+    from weightflow_jax.benchmarks import learning
+
+    config = breast_cancer_geometric.get_config("test")
+    config.zoo.dir = str(tmp_path / "zoo")
+    *_, pre = pipeline.prepare_data(config, progress=False)
+    assert pre.reference_index >= 0
+    key = learning.data_key(config)
+    config.flow.template_iters = 2
+    space, coords, zoo, pre_t = pipeline.prepare_data(config, progress=False)
+    assert pre_t.reference_index == -1 and pre_t.key != pre.key
+    assert coords.layers[0][0].shape[0] == zoo.num_snapshots
+    assert learning.data_key(config) != key
+    before = learning.data_key(config)
+    config.train.steps = 7  # training settings share the prepared data
+    assert learning.data_key(config) == before

@@ -89,19 +89,19 @@ def test_breast_cancer_table_end_to_end(bc):
         "noisy", "ensemble"]
     assert "`python -m experiments.tables --table=breast_cancer --size=test" in md
     for text in ("size: `test`", "command-line overrides: `seed=0`",
-                 "the table's overrides at this size: `model.name=neuron_transformer`",
+                 "the table's overrides at this size: `model.name=mlp`",
                  "hardware: backend `cpu`", "git commit:", "date: ", "total wall time",
                  "## Goals", "## Rows", "## Published samples", "Our split"):
         assert text in md, text
     # The table's field and the rt comparison row, each in its own workdir.
     root = os.path.join(kw["runs_dir"], "breast_cancer_test")
     assert sorted(os.path.basename(w) for w in trainer.calls) == [
-        "euclidean_plain_neuron_transformer", "geometric_aligned_ot_neuron_transformer",
+        "euclidean_plain", "geometric_aligned_ot",
         "geometric_aligned_ot_rt"]
     for wd in trainer.calls:
         assert wd.startswith(root) and wd in md
     cells = _md_row(md, "Geometric (aligned + OT)")
-    assert cells[2] == "neuron_transformer" and "0.991±0.011" in cells
+    assert cells[2] == "mlp" and "0.991±0.011" in cells
     assert _md_row(md, "Geometric (aligned + OT), thesis RT, same wall clock")[2] == "rt"
     assert "0.992±0.010" in _md_row(md, "Target (final snapshots)")
     noisy = next(r for r in table["rows"] if r["key"] == "noisy")
@@ -250,8 +250,7 @@ def test_cpu_declarations_match_the_issue():
     assert geo.model.name == "mlp" and rt.model.name == "rt"
     assert geo.sample.num == 64 and geo.eval.ensemble_sizes[-1] == 64
     assert rt.train.steps < geo.train.steps
-    assert cpu["breast_cancer"].config(bc.row("geometric_plain").flow).model.name == \
-        "neuron_transformer"
+    assert cpu["breast_cancer"].config(bc.row("geometric_plain").flow).model.name == "mlp"
     # The two transfer tables share their flows.
     fa, ar = tables.get_table("fashion_transfer"), tables.get_table("arch_transfer")
     assert cpu["fashion_transfer"].workdir(fa.row("geometric_guided").flow) == \

@@ -70,7 +70,10 @@ def prepare_data(config: ml_collections.ConfigDict, *, progress: bool = True):
             f"config is for {mlp.format_arch(space.sizes)}; set --config.zoo.arch or use a "
             "matching zoo directory (--config.zoo.dir)")
     mode = "none" if space.kind == "euclidean" else space.canonical_mode
-    pre = zoo_lib.preprocess(zoo, mode, align=bool(config.flow.align), progress=progress)
+    iters = int(config.flow.get("template_iters", 0) or 0)
+    pre = zoo_lib.preprocess(zoo, mode, align=bool(config.flow.align), progress=progress,
+                             reference="template" if iters and config.flow.align else None,
+                             template_iters=max(iters, 1))
     if space.kind == "euclidean":
         coords = Canonical([(np.asarray(w), np.asarray(b)) for w, b in pre.params], None)
     else:

@@ -109,6 +109,16 @@ def test_config_json_canonical_and_differences(tmp_path):
     assert diffs == {"seed": ("<missing>", 3)}
 
 
+def test_added_fields_read_as_their_default_when_missing():
+    old = {"zoo": {"snapshot_every": 25}}  # written before zoo.early_snapshot_* existed
+    new = {"zoo": {"snapshot_every": 25, "early_snapshot_every": 0, "early_snapshot_steps": 0}}
+    assert train.config_differences(old, new) == {}
+    new["zoo"]["early_snapshot_every"] = 5
+    assert train.config_differences(old, new) == {"zoo.early_snapshot_every": (0, 5)}
+    assert set(train.config_differences(old, new, added_defaults={})) == {
+        "zoo.early_snapshot_every", "zoo.early_snapshot_steps"}
+
+
 def test_safe_fields_by_leaf_name_or_dotted_path():
     old = {"a": {"log_every": 1, "x": 1}, "b": {"x": 1}}
     new = {"a": {"log_every": 2, "x": 2}, "b": {"x": 2}}

@@ -222,6 +222,20 @@ def test_fingerprint_ignores_non_content_fields():
     assert store.config_fingerprint(a) != store.config_fingerprint(b)
 
 
+def test_fingerprint_of_zoos_before_the_early_window():
+    """Zoos built before ``early_snapshot_*`` existed keep their fingerprint (the fields
+    are left out at 0); a window set changes it."""
+    import ml_collections
+    a = small_config("/tmp/a", burn_in_epochs=0)
+    older = a.to_dict()
+    del older["early_snapshot_every"], older["early_snapshot_steps"]
+    assert store.config_fingerprint(a) == store.config_fingerprint(
+        ml_collections.ConfigDict(older))
+    a.early_snapshot_every, a.early_snapshot_steps = 1, 2
+    assert store.config_fingerprint(a) != store.config_fingerprint(
+        ml_collections.ConfigDict(older))
+
+
 @pytest.mark.slow
 def test_make_zoo_cli(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -88,6 +88,25 @@ def test_unaligned_and_custom_reference(zoo):
         pp.preprocess(zoo, "none", reference=mlp.init(jax.random.key(0), (6, 7, 3)))
 
 
+def test_alignment_template_sits_between_the_runs(zoo):
+    template, dist = pp.alignment_template(zoo, 3)
+    assert dist.shape == (4,) and np.all(np.isfinite(dist))
+    # The runs' final networks are nearer to the template than to run 0's network.
+    assert dist[-1] < dist[0] - 1e-3 and dist[1] <= dist[0] + 1e-6
+    assert mlp.validate(template, batched=False) == zoo.layer_sizes
+    out = pp.preprocess(zoo, "exact", reference="template", template_iters=3)
+    assert out.reference_index == -1 and out.key != pp.preprocess(zoo, "exact").key
+    for (w, b), (tw, tb) in zip(out.reference, template):
+        np.testing.assert_array_equal(w, tw)
+    np.testing.assert_allclose(_logits(out.params), _logits(zoo.params), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=">= 1"):
+        pp.alignment_template(zoo, 0)
+    with pytest.raises(ValueError, match="unknown reference"):
+        pp.preprocess(zoo, "exact", reference="mean")
+    with pytest.raises(ValueError, match="align=True"):
+        pp.preprocess(zoo, "exact", reference="template", align=False)
+
+
 def test_loss_barrier_values():
     key = jax.random.key(1)
     a = mlp.init(jax.random.fold_in(key, 0), (6, 5, 3), w_std=1.0)

@@ -37,6 +37,34 @@ def test_snapshot_schedule_math():
     np.testing.assert_array_equal(steps2, [5, 10, 15, 20])
 
 
+def test_early_dense_window_schedule():
+    # S = 10, k = 5, a snapshot every iteration over the first 5: epoch 0 keeps 1..5 and 10.
+    c = small_config(num_epochs=2, burn_in_epochs=0, batch_size=10, snapshot_every=5,
+                     early_snapshot_every=1, early_snapshot_steps=5)
+    steps, epochs = trainer.snapshot_schedule(c, 100)
+    np.testing.assert_array_equal(steps, [1, 2, 3, 4, 5, 10, 15, 20])
+    np.testing.assert_array_equal(epochs, [0, 0, 0, 0, 0, 0, 1, 1])
+    assert trainer.num_snapshots(c, 100) == 3 * 8
+    assert trainer.epoch_segments(c, 100, 0) == ((1, 5), (5, 1))
+    assert trainer.epoch_segments(c, 100, 1) == ((5, 2),)
+    # a window as long as the epoch leaves no regular block in it
+    c.early_snapshot_every, c.early_snapshot_steps = 2, 10
+    np.testing.assert_array_equal(trainer.snapshot_schedule(c, 100)[0], [2, 4, 6, 8, 10, 15, 20])
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(early_snapshot_every=1, early_snapshot_steps=4), "burn_in_epochs=0"),
+    (dict(burn_in_epochs=0, early_snapshot_every=1), "both positive"),
+    (dict(burn_in_epochs=0, early_snapshot_every=3, early_snapshot_steps=4), "multiple"),
+    (dict(burn_in_epochs=0, early_snapshot_every=1, early_snapshot_steps=3), "multiple"),
+    (dict(burn_in_epochs=0, early_snapshot_every=2, early_snapshot_steps=8), "at most"),
+])
+def test_early_dense_window_bad_input(kw, match):
+    # small_config: S = 6 iterations per epoch on 96 rows, snapshot_every 2
+    with pytest.raises(ValueError, match=match):
+        trainer.snapshot_schedule(small_config(**kw), 96)
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(snapshot_every=11, batch_size=10), "snapshot_every"),
     (dict(snapshot_every=0), "snapshot_every"),
@@ -87,8 +115,10 @@ def test_runs_independent_of_num_runs(zoo3):
     assert not np.allclose(zoo3.params[0][0][5], zoo3.params[0][0][11])
 
 
-def _train_one_alone(c, run: int, data) -> list:
-    """Plain single-network training of run ``run`` with a Python loop; its snapshots."""
+def _train_one_alone(c, run: int, data, keep=None) -> list:
+    """Plain single-network training of run ``run`` with a Python loop; its snapshots
+    (after the global steps in ``keep``, default: every ``snapshot_every`` iterations of the
+    kept epochs)."""
     n = data.x_train.shape[0]
     s = trainer.steps_per_epoch(c, n)
     b = c.batch_size
@@ -105,7 +135,10 @@ def _train_one_alone(c, run: int, data) -> list:
             idx = perm[i * b:(i + 1) * b]
             params, opt_state, _ = step(params, opt_state, data.x_train[idx],
                                         data.y_train[idx])
-            if e >= c.burn_in_epochs and (i + 1) % c.snapshot_every == 0:
+            if keep is not None:
+                if e * s + i + 1 in keep:
+                    snaps.append(params)
+            elif e >= c.burn_in_epochs and (i + 1) % c.snapshot_every == 0:
                 snaps.append(params)
     return snaps
 
@@ -125,6 +158,30 @@ def test_vmapped_equals_single_network(zoo3, overrides):
         for (w, b), (wz, bz) in zip(p, zoo.params):
             np.testing.assert_allclose(np.asarray(w), wz[j], rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(np.asarray(b), bz[j], rtol=1e-5, atol=1e-6)
+
+
+def test_early_dense_window_equals_single_network():
+    """The early window's snapshots are the weights after exactly those steps, and the
+    training itself is unchanged (same final networks as without the window)."""
+    c = small_config(burn_in_epochs=0, early_snapshot_every=1, early_snapshot_steps=4,
+                     snapshot_every=2)
+    zoo = build.train_zoo(c, DATA)
+    # S = 6: epoch 0 keeps steps 1, 2, 3, 4, 6; epochs 1, 2 keep 8, 10, 12 and 14, 16, 18
+    idx = np.flatnonzero(zoo.run_id == 2)
+    np.testing.assert_array_equal(zoo.step[idx], [1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 18])
+    alone = _train_one_alone(c, 2, DATA, keep=set(zoo.step[idx].tolist()))
+    assert len(alone) == len(idx)
+    for j, p in zip(idx, alone):
+        for (w, b), (wz, bz) in zip(p, zoo.params):
+            np.testing.assert_allclose(np.asarray(w), wz[j], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(np.asarray(b), bz[j], rtol=1e-5, atol=1e-6)
+    plain = build.train_zoo(small_config(burn_in_epochs=0, snapshot_every=2), DATA)
+    np.testing.assert_array_equal(zoo.final_indices() - plain.final_indices(),
+                                  2 * np.arange(1, 4))  # 2 extra snapshots per run (1, 3)
+    for (w, b), (wp, bp) in zip(zoo.params, plain.params):
+        np.testing.assert_allclose(w[zoo.final_indices()], wp[plain.final_indices()],
+                                   rtol=1e-6, atol=1e-7)
+    assert zoo.meta["early_snapshot_every"] == 1 and zoo.meta["snapshots_per_run"] == 11
 
 
 def test_same_batch_order_shares_minibatches():

@@ -50,6 +50,7 @@ from weightflow_jax.tables import overrides as overrides_lib
 from weightflow_jax.train import recipe
 
 __all__ = ["Settings", "run", "throughput", "run_variant", "calibrate", "make_sampler",
+           "data_key", "DATA_FIELDS",
            "save_run", "render", "THESIS_ACC", "DEFAULT_VARIANTS"]
 
 # Thesis accuracies of the geometric aligned + OT rows (../shared/REFERENCE.md).
@@ -329,6 +330,18 @@ def first_time(points, threshold: float) -> float | None:
     return None
 
 
+# Flow fields that change the training coordinates (with the zoo): a variant overriding one
+# gets its own prepared data instead of the base config's.
+DATA_FIELDS = ("kind", "align", "canonical_mode", "template_iters")
+
+
+def data_key(config) -> str:
+    """What the training coordinates of ``config`` depend on, as a string."""
+    return json.dumps({"zoo": config.zoo.to_dict(),
+                       "flow": {k: config.flow.get(k) for k in DATA_FIELDS}},
+                      sort_keys=True, default=str)
+
+
 def build_context(config, settings: Settings) -> _Ctx:
     """The zoo's training coordinates, test split, final snapshots' evaluation and (with
     ``settings.novelty``) the novelty function every variant is measured with."""
@@ -502,10 +515,16 @@ def run(settings: Settings) -> list[dict]:
             raise FileExistsError(f"--save_runs {settings.save_runs} already holds runs {taken}; "
                                   "choose another directory")
     ctx = build_context(base, settings)
+    contexts = {data_key(base): ctx}
     results = []
     out = settings.out or os.path.join("docs", "learning", f"{settings.task}_{settings.flow}")
     for label, ov, config, budget in configs:
-        result, params = run_variant(label, config, ctx.space, ctx.coords, ctx, settings, budget)
+        key = data_key(config)
+        if key not in contexts:  # the variant changes the zoo or its symmetry removal
+            contexts[key] = build_context(config, settings)
+        vctx = contexts[key]
+        result, params = run_variant(label, config, vctx.space, vctx.coords, vctx, settings,
+                                     budget)
         result["overrides"] = ov
         results.append(result)
         sampling_lib.save_samples_npz(f"{out}_samples_{label}.npz", params)

@@ -46,6 +46,15 @@ DEFAULT_SAFE_FIELDS = frozenset({
 })
 
 
+# Fields added to the configs after runs were written, with the value that reproduces the
+# behaviour before them: a run whose config.json lacks one matches a config holding that value.
+ADDED_FIELD_DEFAULTS: Mapping[str, Any] = {
+    "zoo.early_snapshot_every": 0,
+    "zoo.early_snapshot_steps": 0,
+    "flow.template_iters": 0,
+}
+
+
 class ConfigMismatchError(ValueError):
     """The workdir holds a run whose config differs from the one given in unsafe fields."""
 
@@ -113,18 +122,22 @@ def _is_safe(path: str, safe_fields: Iterable[str]) -> bool:
 
 
 def config_differences(old: Any, new: Any, *,
-                       safe_fields: Iterable[str] = DEFAULT_SAFE_FIELDS
+                       safe_fields: Iterable[str] = DEFAULT_SAFE_FIELDS,
+                       added_defaults: Mapping[str, Any] = ADDED_FIELD_DEFAULTS
                        ) -> dict[str, tuple[Any, Any]]:
     """Returns ``{dotted field: (old value, new value)}`` for fields that differ and are unsafe.
 
-    A field missing on one side shows as ``"<missing>"``. ``safe_fields`` entries without a dot
-    match a leaf name at any depth; entries with a dot match the full dotted path.
+    A field missing on one side shows as ``"<missing>"``, except a field of
+    ``added_defaults`` (dotted path -> value), which reads as that value when missing.
+    ``safe_fields`` entries without a dot match a leaf name at any depth; entries with a dot
+    match the full dotted path.
     """
     a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
     missing = "<missing>"
     diffs = {}
     for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key, missing), b.get(key, missing)
+        fallback = added_defaults.get(key, missing)
+        va, vb = a.get(key, fallback), b.get(key, fallback)
         if json.dumps(va, sort_keys=True) != json.dumps(vb, sort_keys=True) and not _is_safe(
                 key, safe_fields):
             diffs[key] = (va, vb)

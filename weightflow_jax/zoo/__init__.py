@@ -23,7 +23,8 @@ A zoo is a directory::
 
 ``meta.json`` fields: ``task``, ``dataset``, ``arch`` ("784-10-10"), ``layer_sizes``,
 ``num_params``, ``num_runs``, ``num_snapshots``, ``snapshots_per_run``, ``steps_per_epoch``,
-``num_epochs``, ``burn_in_epochs``, ``snapshot_every``, ``batch_size``, ``same_batch_order``,
+``num_epochs``, ``burn_in_epochs``, ``snapshot_every``, ``early_snapshot_every``,
+``early_snapshot_steps``, ``batch_size``, ``same_batch_order``,
 ``seed``, ``optimizer`` and ``init`` (dicts), ``n_train``, ``n_test``, ``n_eval_train``,
 ``n_eval_test`` (examples used to score snapshots), ``config`` (the whole zoo config),
 ``config_fingerprint`` (sha256 of the content-relevant config, used to reuse a zoo),

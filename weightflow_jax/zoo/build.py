@@ -116,6 +116,8 @@ def _assemble(config, data: Dataset, epochs: list[dict], epoch_losses: np.ndarra
         "num_epochs": int(config.num_epochs),
         "burn_in_epochs": int(config.burn_in_epochs),
         "snapshot_every": int(config.snapshot_every),
+        "early_snapshot_every": int(config.get("early_snapshot_every", 0) or 0),
+        "early_snapshot_steps": int(config.get("early_snapshot_steps", 0) or 0),
         "batch_size": int(config.batch_size),
         "same_batch_order": bool(config.same_batch_order),
         "seed": int(config.seed),

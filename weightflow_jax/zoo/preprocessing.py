@@ -4,7 +4,8 @@
 matching (:func:`weightflow_jax.symmetry.align`) and then canonicalizes it
 (:func:`weightflow_jax.symmetry.canonicalize`). The default reference is **the last
 snapshot of run 0** (its final network when ``snapshot_every`` divides the iterations per
-epoch). Results are cached in ``<zoo>/preprocessed/<key>.npz``, the key naming alignment,
+epoch); ``reference="template"`` aligns to an iterated template of the runs' final networks
+instead (:func:`alignment_template`). Results are cached in ``<zoo>/preprocessed/<key>.npz``, the key naming alignment,
 canonical mode, a hash of the reference weights, ``max_iter`` and ``seed``.
 
 :func:`loss_barrier` measures how much the loss rises above the straight line between two
@@ -28,7 +29,8 @@ from tqdm.auto import tqdm
 from weightflow_jax import mlp
 from weightflow_jax.zoo import store
 
-__all__ = ["Preprocessed", "preprocess", "loss_barrier", "barrier_report", "CANON_MODES"]
+__all__ = ["Preprocessed", "preprocess", "alignment_template", "loss_barrier", "barrier_report",
+           "CANON_MODES"]
 
 CANON_MODES = ("none", "exact", "thesis")
 
@@ -82,9 +84,56 @@ def _resolve_reference(zoo: store.Zoo, reference: Any) -> tuple[mlp.Params, int]
     return [(np.asarray(w[idx]), np.asarray(b[idx])) for w, b in zoo.params], idx
 
 
+def alignment_template(zoo: store.Zoo, iters: int = 3, *, max_iter: int = 100,
+                       seed: int = 0) -> tuple[mlp.Params, np.ndarray]:
+    """An alignment reference that sits in the middle of the runs, not at one of them.
+
+    Starts from run 0's final network; each of ``iters`` rounds aligns every run's final
+    network to the current template (weight matching) and replaces the template by their
+    mean. One reference network is as far from the other runs as they are from each other;
+    the mean of the aligned runs is nearer to all of them, so the aligned zoo is less spread
+    (the choice of reference is a free variable of the symmetry removal).
+
+    Args:
+      zoo: the zoo (its final snapshots are used).
+      iters: rounds (``>= 1``).
+      max_iter, seed: weight-matching settings.
+
+    Returns:
+      ``(template, distance)``: the template network (single, float32) and ``distance``
+      ``(iters + 1,)``: root-mean-square L2 distance of the aligned final networks to the
+      template before the first round (to run 0's network) and after each round.
+    """
+    from weightflow_jax import symmetry
+
+    if int(iters) < 1:
+        raise ValueError(f"template iterations must be >= 1, got {iters}; use the default "
+                         "reference (run 0's final network) for none")
+    finals = [(jnp.asarray(w[zoo.final_indices()]), jnp.asarray(b[zoo.final_indices()]))
+              for w, b in zoo.params]
+    template, _ = _resolve_reference(zoo, None)
+
+    def dist(aligned, ref):  # root-mean-square: the mean is its minimizer
+        sq = sum(jnp.sum((w - rw[None]) ** 2, axis=(1, 2)) + jnp.sum((b - rb[None]) ** 2, axis=1)
+                 for (w, b), (rw, rb) in zip(aligned, ref))
+        return float(jnp.sqrt(jnp.mean(sq)))
+
+    distance = []
+    for _ in range(int(iters)):
+        aligned = symmetry.align(finals, template, max_iter=max_iter, seed=seed)
+        if not distance:
+            distance.append(dist(aligned, template))
+        template = [(np.asarray(jnp.mean(w, axis=0), np.float32),
+                     np.asarray(jnp.mean(b, axis=0), np.float32)) for w, b in aligned]
+        distance.append(dist(symmetry.align(finals, template, max_iter=max_iter, seed=seed),
+                             template))
+    return template, np.asarray(distance, np.float64)
+
+
 def preprocess(zoo: store.Zoo | str, mode: str = "exact", reference: Any = None, *,
                align: bool = True, max_iter: int = 100, seed: int = 0, cache: bool = True,
-               chunk_size: int = 1024, progress: bool = False) -> Preprocessed:
+               chunk_size: int = 1024, progress: bool = False,
+               template_iters: int = 3) -> Preprocessed:
     """Aligns all snapshots of a zoo to one reference network, then canonicalizes them.
 
     Args:
@@ -92,8 +141,9 @@ def preprocess(zoo: store.Zoo | str, mode: str = "exact", reference: Any = None,
       mode: canonical form: ``"exact"`` (function kept exactly, last-layer norm as
         ``log_scale``), ``"thesis"`` (last layer on the unit sphere, argmax kept) or
         ``"none"`` (alignment only).
-      reference: ``None`` (default: last snapshot of run 0), a snapshot index, or a
-        single network's weights.
+      reference: ``None`` (default: last snapshot of run 0), a snapshot index, a single
+        network's weights, or ``"template"`` (:func:`alignment_template` with
+        ``template_iters`` rounds; ``reference_index`` is then ``-1``).
       align: permutation-align to the reference (``False``: canonicalize raw snapshots).
       max_iter, seed: weight-matching settings.
       cache: read/write ``<zoo>/preprocessed/<key>.npz`` (only for zoos loaded from disk).
@@ -109,7 +159,16 @@ def preprocess(zoo: store.Zoo | str, mode: str = "exact", reference: Any = None,
         zoo = store.load_zoo(str(zoo))
     if mode not in CANON_MODES:
         raise ValueError(f"unknown preprocessing mode {mode!r}; choose one of {CANON_MODES}")
-    ref, ref_idx = _resolve_reference(zoo, reference)
+    if isinstance(reference, str):
+        if reference != "template":
+            raise ValueError(f"unknown reference {reference!r}; use None (run 0's final "
+                             "network), a snapshot index, weights or 'template'")
+        if not align:
+            raise ValueError("reference='template' only matters with align=True")
+        ref, _ = alignment_template(zoo, template_iters, max_iter=max_iter, seed=seed)
+        ref_idx = -1
+    else:
+        ref, ref_idx = _resolve_reference(zoo, reference)
     key = (f"aligned-ref{_ref_hash(ref)}-it{int(max_iter)}-seed{int(seed)}" if align
            else "raw") + f"-{mode}"
     path = None

@@ -16,6 +16,9 @@ command line, e.g. ``--config.zoo.num_runs=8``):
   snapshots.
 * ``snapshot_every``: iterations between snapshots, counted within each epoch (see
   :mod:`weightflow_jax.zoo.trainer` for the exact schedule).
+* ``early_snapshot_every``, ``early_snapshot_steps``: an early-dense window, a snapshot every
+  ``early_snapshot_every`` iterations over the run's first ``early_snapshot_steps`` (both 0:
+  off; needs ``burn_in_epochs=0``), so that the fast-falling start of training is covered.
 * ``batch_size``: minibatch size; the last partial batch of each epoch is dropped (the
   data are reshuffled every epoch, so every example is used).
 * ``same_batch_order``: ``False`` (default) gives every network its own shuffling stream;
@@ -68,6 +71,8 @@ def _base(task: str, arch: str) -> ml_collections.ConfigDict:
     c.num_epochs = 1
     c.burn_in_epochs = 0
     c.snapshot_every = 1
+    c.early_snapshot_every = 0
+    c.early_snapshot_steps = 0
     c.batch_size = 32
     c.same_batch_order = False
     c.seed = 0
@@ -109,7 +114,9 @@ def zoo_config(task: str, size: str = "default") -> ml_collections.ConfigDict:
     iterations on (no burn-in), so the recorded training losses span the whole run, from a
     barely trained network to a converged one: breast cancer as ``cpu`` without the 10
     burn-in epochs (100 runs x 50 epochs, 15,000 snapshots); MNIST 50 SGD runs x 10 epochs
-    without burn-in, a snapshot every 25 iterations (18 per epoch, 9,000 in all).
+    without burn-in, a snapshot every 25 iterations (18 per epoch) and every 5 over the first
+    150 iterations (where the training loss falls from 2.3 to ~0.38; a regular schedule kept
+    6 snapshots per run there): 204 per run, 10,200 in all.
 
     ``cpu`` sizes: breast cancer as the thesis (100 runs; it builds in ~15 s on a 2-core
     CPU); MNIST the thesis's 50 runs x 25 epochs (first 5 dropped, ~10 minutes on 2 cores)
@@ -162,6 +169,7 @@ def zoo_config(task: str, size: str = "default") -> ml_collections.ConfigDict:
         elif size == "wide":
             c.num_runs, c.num_epochs, c.burn_in_epochs = 50, 10, 0
             c.snapshot_every = 25
+            c.early_snapshot_every, c.early_snapshot_steps = 5, 150
         else:
             c.num_runs, c.num_epochs, c.burn_in_epochs = 2, 1, 0
             c.snapshot_every = 100

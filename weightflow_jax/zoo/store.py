@@ -42,6 +42,9 @@ METRIC_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 # Config fields that do not change what a zoo contains (ignored when deciding reuse).
 _NON_CONTENT_FIELDS = ("dir", "checkpoint_every", "eval.chunk_size", "data.source",
                        "data.data_dir")
+# Fields added after zoos were built, with the value that means "as before": left out of the
+# fingerprint at that value, so older zoos keep theirs.
+_ADDED_FIELDS = {"early_snapshot_every": 0, "early_snapshot_steps": 0}
 
 
 @dataclasses.dataclass
@@ -102,6 +105,9 @@ def _content_dict(config: ml_collections.ConfigDict) -> dict:
         for p in parts[:-1]:
             node = node.get(p, {})
         node.pop(parts[-1], None)
+    for field, off in _ADDED_FIELDS.items():  # absent from older zoos: off = not written
+        if d.get(field, off) == off:
+            d.pop(field, None)
     return d
 
 

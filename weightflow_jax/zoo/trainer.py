@@ -24,6 +24,14 @@ weights after its iterations ``k, 2k, ..., (S // k) k``, i.e. global step
 ``t = e S + j k`` (``j = 1 .. S // k``; ``step`` counts updates done). That is
 ``S // k`` snapshots per epoch and ``(num_epochs - burn_in_epochs) (S // k)`` per run;
 when ``k`` divides ``S`` the last snapshot of a run is its final network.
+
+Early-dense window (``early_snapshot_every = k0 > 0``, ``early_snapshot_steps = n0``): the
+first ``n0`` iterations of the run (epoch 0, which must then be kept: ``burn_in_epochs = 0``)
+store a snapshot every ``k0`` iterations instead, i.e. steps ``k0, 2 k0, ..., n0``, and the
+rest of epoch 0 the regular ``n0 + k, n0 + 2k, ...``; ``n0`` must be a multiple of ``k0`` and
+of ``k`` and at most ``S``. The training loss falls fastest in the first iterations, so a
+regular schedule leaves the high-loss range almost empty; the window covers it (for flows
+conditioned on the training loss, whose prompts should span the zoo's range).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ __all__ = [
     "make_optimizer",
     "steps_per_epoch",
     "snapshot_schedule",
+    "epoch_segments",
     "init_state",
     "epoch_permutations",
     "make_step",
@@ -136,13 +145,19 @@ def steps_per_epoch(config: ml_collections.ConfigDict, n_train: int) -> int:
     return s
 
 
-def snapshot_schedule(config: ml_collections.ConfigDict,
-                      n_train: int) -> tuple[np.ndarray, np.ndarray]:
-    """Global steps and epochs of the snapshots of one run.
+def _early(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """``(k0, n0)`` of the early-dense window, ``(0, 0)`` when off (fields absent or 0)."""
+    return (int(config.get("early_snapshot_every", 0) or 0),
+            int(config.get("early_snapshot_steps", 0) or 0))
 
-    Returns:
-      ``(steps, epochs)``, both ``((num_epochs - burn_in_epochs) * (S // k),)``: ``steps`` int64
-      updates done when the snapshot was taken, ``epochs`` int32 0-based epoch it belongs to.
+
+def epoch_segments(config: ml_collections.ConfigDict, n_train: int,
+                   epoch: int) -> tuple[tuple[int, int], ...]:
+    """Snapshot blocks of epoch ``epoch``: ``((block_length, num_blocks), ...)`` in order.
+
+    Every block ends with a snapshot; the ``S % k`` iterations after the last block keep
+    none. Regular epochs are ``((k, S // k),)``; epoch 0 with the early window is
+    ``((k0, n0 // k0), (k, (S - n0) // k))``. Validates the schedule.
     """
     if config.num_runs <= 0:
         raise ValueError(f"num_runs must be positive, got {config.num_runs}")
@@ -156,11 +171,52 @@ def snapshot_schedule(config: ml_collections.ConfigDict,
         raise ValueError(
             f"burn_in_epochs={config.burn_in_epochs} must be in [0, num_epochs="
             f"{config.num_epochs}); otherwise no snapshot would be kept")
-    per = s // k
-    epochs = np.repeat(np.arange(config.burn_in_epochs, config.num_epochs, dtype=np.int32), per)
-    j = np.tile(np.arange(1, per + 1, dtype=np.int64), config.num_epochs - config.burn_in_epochs)
-    steps = epochs.astype(np.int64) * s + j * k
-    return steps, epochs
+    k0, n0 = _early(config)
+    if k0 or n0:
+        if k0 <= 0 or n0 <= 0:
+            raise ValueError(
+                f"early_snapshot_every={k0} and early_snapshot_steps={n0}: set both positive "
+                "(a snapshot every k0 iterations over the first n0) or both 0 (off)")
+        if config.burn_in_epochs != 0:
+            raise ValueError(
+                f"early_snapshot_every={k0} needs burn_in_epochs=0 (the window is the run's "
+                f"first {n0} iterations), got burn_in_epochs={config.burn_in_epochs}; set "
+                "--config.zoo.burn_in_epochs=0 or --config.zoo.early_snapshot_every=0")
+        if n0 > s or n0 % k0 or n0 % k:
+            raise ValueError(
+                f"early_snapshot_steps={n0} must be at most the {s} iterations of an epoch and "
+                f"a multiple of early_snapshot_every={k0} and of snapshot_every={k}")
+        if epoch == 0:
+            return ((k0, n0 // k0), (k, (s - n0) // k))
+    return ((k, s // k),)
+
+
+def _positions(segments: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Iterations (1-based, within the epoch) after which the blocks' snapshots are taken."""
+    out, start = [], 0
+    for length, count in segments:
+        out.append(start + length * np.arange(1, count + 1, dtype=np.int64))
+        start += length * count
+    return np.concatenate(out) if out else np.zeros((0,), np.int64)
+
+
+def snapshot_schedule(config: ml_collections.ConfigDict,
+                      n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """Global steps and epochs of the snapshots of one run.
+
+    Returns:
+      ``(steps, epochs)``, both ``(T,)`` (``T = (num_epochs - burn_in_epochs) (S // k)``
+      plus the early window's extra snapshots): ``steps`` int64 updates done when the
+      snapshot was taken, ``epochs`` int32 0-based epoch it belongs to.
+    """
+    s = steps_per_epoch(config, n_train)
+    epoch_segments(config, n_train, int(config.burn_in_epochs))  # validates
+    steps, epochs = [], []
+    for e in range(int(config.burn_in_epochs), int(config.num_epochs)):
+        pos = _positions(epoch_segments(config, n_train, e))
+        steps.append(e * s + pos)
+        epochs.append(np.full(pos.shape, e, np.int32))
+    return np.concatenate(steps), np.concatenate(epochs)
 
 
 # ------------------------------------------------------------------------------ init
@@ -295,28 +351,30 @@ def compact_inputs(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def make_epoch_fn(config: ml_collections.ConfigDict, n_train: int) -> Callable:
-    """Jitted epoch of all networks.
+def make_epoch_fn(config: ml_collections.ConfigDict, n_train: int,
+                  epoch: int = 1) -> Callable:
+    """Jitted epoch of all networks (epoch ``epoch``'s snapshot schedule, see
+    :func:`epoch_segments`; only epoch 0 can differ).
 
     Returns:
       ``fn(params, opt_state, perm, x, y) -> (params, opt_state, snapshots, mean_loss)``:
       ``params``/``opt_state`` batched ``(R, ...)``; ``perm`` ``(R, n)`` or ``(n,)`` int32;
       ``x (n, d)`` float32, or uint8 pixels meaning ``x / 255`` (see :func:`compact_inputs`);
-      ``y (n,)``; ``snapshots`` list of ``(W, b)`` with leading ``(S // k, R)``;
-      ``mean_loss`` ``(R,)``. ``params`` and ``opt_state`` are donated.
+      ``y (n,)``; ``snapshots`` list of ``(W, b)`` with leading ``(P, R)`` (``P`` snapshots
+      of the epoch, ``S // k`` for a regular one); ``mean_loss`` ``(R,)``. ``params`` and
+      ``opt_state`` are donated.
     """
     s = steps_per_epoch(config, n_train)
-    k = int(config.snapshot_every)
-    if k <= 0 or k > s:
-        raise ValueError(f"snapshot_every={k} must be in [1, {s}] (iterations per epoch)")
-    return _epoch_fn(_opt_key(config), int(config.batch_size), k, bool(config.same_batch_order),
-                     s)
+    segments = epoch_segments(config, n_train, epoch)
+    return _epoch_fn(_opt_key(config), int(config.batch_size), segments,
+                     bool(config.same_batch_order), s)
 
 
 @functools.lru_cache(maxsize=32)
-def _epoch_fn(opt_key: tuple, b: int, k: int, same: bool, s: int) -> Callable:
+def _epoch_fn(opt_key: tuple, b: int, segments: tuple[tuple[int, int], ...], same: bool,
+              s: int) -> Callable:
     """Cached so that zoos with the same training settings share one compiled function."""
-    nb, rem = s // k, s % k
+    used = sum(length * count for length, count in segments)
     step = make_step(make_optimizer(ml_collections.ConfigDict(dict(opt_key))))
     vstep = jax.vmap(step, in_axes=(0, 0, None, None) if same else (0, 0, 0, 0))
 
@@ -338,12 +396,20 @@ def _epoch_fn(opt_key: tuple, b: int, k: int, same: bool, s: int) -> Callable:
             carry, losses = jax.lax.scan(body, carry, idx_block)
             return carry, (carry[0], losses)
 
-        blocks = idx[: nb * k].reshape((nb, k) + idx.shape[1:])
-        carry, (snaps, losses) = jax.lax.scan(block, (params, opt_state), blocks)
-        total = losses.sum(axis=(0, 1))
-        if rem:
-            carry, more = jax.lax.scan(body, carry, idx[nb * k:])
+        carry, total, snaps, start = (params, opt_state), 0.0, [], 0
+        for length, count in segments:
+            if count == 0:
+                continue
+            blocks = idx[start: start + length * count].reshape(
+                (count, length) + idx.shape[1:])
+            carry, (part, losses) = jax.lax.scan(block, carry, blocks)
+            snaps.append(part)
+            total = total + losses.sum(axis=(0, 1))
+            start += length * count
+        if used < s:
+            carry, more = jax.lax.scan(body, carry, idx[used:])
             total = total + more.sum(axis=0)
+        snaps = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=0), *snaps)
         return carry[0], carry[1], snaps, total / s
 
     return jax.jit(epoch, donate_argnums=(0, 1))
@@ -462,14 +528,13 @@ def iterate_epochs(config: ml_collections.ConfigDict, data: Dataset,
         params = jax.device_put(params, sharded)
         opt_state = jax.device_put(opt_state, sharded)
         x, y = jax.device_put(x, replicated), jax.device_put(y, replicated)
-    epoch_fn = make_epoch_fn(config, n_train)
-    k = int(config.snapshot_every)
     for e in range(state.epoch, config.num_epochs):
         perm = epoch_permutations(config, run_ids, e, n_train)
         if shard is not None:
             perm = jax.device_put(perm, shard[1] if config.same_batch_order else shard[0])
+        epoch_fn = make_epoch_fn(config, n_train, e)
         params, opt_state, snaps, loss = epoch_fn(params, opt_state, perm, x, y)
-        steps = e * s + k * np.arange(1, s // k + 1, dtype=np.int64)
+        steps = e * s + _positions(epoch_segments(config, n_train, e))
         keep = e >= config.burn_in_epochs
         yield (TrainState(params, opt_state, e + 1),
                EpochOutput(e, snaps if keep else None, steps if keep else steps[:0],
@@ -477,7 +542,7 @@ def iterate_epochs(config: ml_collections.ConfigDict, data: Dataset,
 
 
 def num_snapshots(config: ml_collections.ConfigDict, n_train: int) -> int:
-    """Total snapshots of a zoo: ``num_runs * (num_epochs - burn_in_epochs) * (S // k)``."""
+    """Total snapshots of a zoo: ``num_runs`` x the run's :func:`snapshot_schedule`."""
     return int(config.num_runs) * len(snapshot_schedule(config, n_train)[0])
 
 
