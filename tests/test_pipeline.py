@@ -314,6 +314,10 @@ def test_prepare_data_aligns_to_the_template_when_asked(tmp_path):
     assert pre_t.reference_index == -1 and pre_t.key != pre.key
     assert coords.layers[0][0].shape[0] == zoo.num_snapshots
     assert learning.data_key(config) != key
+    config.flow.template_iters = -1
+    with pytest.raises(ValueError, match="template_iters must be >= 0"):
+        pipeline.prepare_data(config, progress=False)
+    config.flow.template_iters = 2
     before = learning.data_key(config)
     config.train.steps = 7  # training settings share the prepared data
     assert learning.data_key(config) == before

@@ -71,6 +71,9 @@ def prepare_data(config: ml_collections.ConfigDict, *, progress: bool = True):
             "matching zoo directory (--config.zoo.dir)")
     mode = "none" if space.kind == "euclidean" else space.canonical_mode
     iters = int(config.flow.get("template_iters", 0) or 0)
+    if iters < 0:
+        raise ValueError(f"flow.template_iters must be >= 0 (0: align to run 0's final "
+                         f"network, K: to an iterated template), got {iters}")
     pre = zoo_lib.preprocess(zoo, mode, align=bool(config.flow.align), progress=progress,
                              reference="template" if iters and config.flow.align else None,
                              template_iters=max(iters, 1))
