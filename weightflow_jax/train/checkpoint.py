@@ -30,6 +30,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from weightflow_jax.zoo import presets as zoo_presets
+
 PyTree = Any
 
 CONFIG_FILE = "config.json"
@@ -49,8 +51,7 @@ DEFAULT_SAFE_FIELDS = frozenset({
 # Fields added to the configs after runs were written, with the value that reproduces the
 # behaviour before them: a run whose config.json lacks one matches a config holding that value.
 ADDED_FIELD_DEFAULTS: Mapping[str, Any] = {
-    "zoo.early_snapshot_every": 0,
-    "zoo.early_snapshot_steps": 0,
+    **{f"zoo.{k}": v for k, v in zoo_presets.ADDED_FIELDS.items()},
     "flow.template_iters": 0,
 }
 

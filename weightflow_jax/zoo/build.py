@@ -97,6 +97,7 @@ def _assemble(config, data: Dataset, epochs: list[dict], epoch_losses: np.ndarra
     final = (run_id[None, :] == np.arange(r)[:, None]) & (step[None, :] == steps_run[-1])
     final_idx = np.argmax(final, axis=1)
     x_tr, _, x_te, _ = trainer.eval_subsets(config, data)
+    early_every, early_steps = trainer.early_window(config)
 
     def stats(key, idx=slice(None)):
         v = metrics[key][idx]
@@ -116,8 +117,8 @@ def _assemble(config, data: Dataset, epochs: list[dict], epoch_losses: np.ndarra
         "num_epochs": int(config.num_epochs),
         "burn_in_epochs": int(config.burn_in_epochs),
         "snapshot_every": int(config.snapshot_every),
-        "early_snapshot_every": int(config.get("early_snapshot_every", 0) or 0),
-        "early_snapshot_steps": int(config.get("early_snapshot_steps", 0) or 0),
+        "early_snapshot_every": early_every,
+        "early_snapshot_steps": early_steps,
         "batch_size": int(config.batch_size),
         "same_batch_order": bool(config.same_batch_order),
         "seed": int(config.seed),

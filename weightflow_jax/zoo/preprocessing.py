@@ -118,15 +118,13 @@ def alignment_template(zoo: store.Zoo, iters: int = 3, *, max_iter: int = 100,
                  for (w, b), (rw, rb) in zip(aligned, ref))
         return float(jnp.sqrt(jnp.mean(sq)))
 
-    distance = []
+    aligned = symmetry.align(finals, template, max_iter=max_iter, seed=seed)
+    distance = [dist(aligned, template)]
     for _ in range(int(iters)):
-        aligned = symmetry.align(finals, template, max_iter=max_iter, seed=seed)
-        if not distance:
-            distance.append(dist(aligned, template))
         template = [(np.asarray(jnp.mean(w, axis=0), np.float32),
                      np.asarray(jnp.mean(b, axis=0), np.float32)) for w, b in aligned]
-        distance.append(dist(symmetry.align(finals, template, max_iter=max_iter, seed=seed),
-                             template))
+        aligned = symmetry.align(finals, template, max_iter=max_iter, seed=seed)
+        distance.append(dist(aligned, template))
     return template, np.asarray(distance, np.float64)
 
 

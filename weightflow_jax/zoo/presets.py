@@ -48,10 +48,13 @@ import os
 
 import ml_collections
 
-__all__ = ["zoo_config", "TASKS", "SIZES", "default_zoo_root"]
+__all__ = ["zoo_config", "TASKS", "SIZES", "ADDED_FIELDS", "default_zoo_root"]
 
 TASKS = ("breast_cancer", "mnist")
 SIZES = ("default", "cpu", "test", "wide")
+# Fields added after zoos had been built, with the value that means "as before" (a zoo
+# config or a flow run's stored config without the field reads as that value).
+ADDED_FIELDS = {"early_snapshot_every": 0, "early_snapshot_steps": 0}
 
 
 def default_zoo_root() -> str:
@@ -71,8 +74,7 @@ def _base(task: str, arch: str) -> ml_collections.ConfigDict:
     c.num_epochs = 1
     c.burn_in_epochs = 0
     c.snapshot_every = 1
-    c.early_snapshot_every = 0
-    c.early_snapshot_steps = 0
+    c.update(ADDED_FIELDS)
     c.batch_size = 32
     c.same_batch_order = False
     c.seed = 0

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from weightflow_jax import atomic, mlp
+from weightflow_jax.zoo import presets
 
 __all__ = [
     "FORMAT",
@@ -42,9 +43,6 @@ METRIC_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 # Config fields that do not change what a zoo contains (ignored when deciding reuse).
 _NON_CONTENT_FIELDS = ("dir", "checkpoint_every", "eval.chunk_size", "data.source",
                        "data.data_dir")
-# Fields added after zoos were built, with the value that means "as before": left out of the
-# fingerprint at that value, so older zoos keep theirs.
-_ADDED_FIELDS = {"early_snapshot_every": 0, "early_snapshot_steps": 0}
 
 
 @dataclasses.dataclass
@@ -105,7 +103,8 @@ def _content_dict(config: ml_collections.ConfigDict) -> dict:
         for p in parts[:-1]:
             node = node.get(p, {})
         node.pop(parts[-1], None)
-    for field, off in _ADDED_FIELDS.items():  # absent from older zoos: off = not written
+    # Left out of the fingerprint at their "as before" value, so older zoos keep theirs.
+    for field, off in presets.ADDED_FIELDS.items():
         if d.get(field, off) == off:
             d.pop(field, None)
     return d

@@ -58,6 +58,7 @@ __all__ = [
     "steps_per_epoch",
     "snapshot_schedule",
     "epoch_segments",
+    "early_window",
     "init_state",
     "epoch_permutations",
     "make_step",
@@ -145,7 +146,7 @@ def steps_per_epoch(config: ml_collections.ConfigDict, n_train: int) -> int:
     return s
 
 
-def _early(config: ml_collections.ConfigDict) -> tuple[int, int]:
+def early_window(config: ml_collections.ConfigDict) -> tuple[int, int]:
     """``(k0, n0)`` of the early-dense window, ``(0, 0)`` when off (fields absent or 0)."""
     return (int(config.get("early_snapshot_every", 0) or 0),
             int(config.get("early_snapshot_steps", 0) or 0))
@@ -171,7 +172,7 @@ def epoch_segments(config: ml_collections.ConfigDict, n_train: int,
         raise ValueError(
             f"burn_in_epochs={config.burn_in_epochs} must be in [0, num_epochs="
             f"{config.num_epochs}); otherwise no snapshot would be kept")
-    k0, n0 = _early(config)
+    k0, n0 = early_window(config)
     if k0 or n0:
         if k0 <= 0 or n0 <= 0:
             raise ValueError(
