@@ -317,6 +317,14 @@ def test_prepare_data_aligns_to_the_template_when_asked(tmp_path):
     config.flow.template_iters = -1
     with pytest.raises(ValueError, match="template_iters must be >= 0"):
         pipeline.prepare_data(config, progress=False)
+    config.flow.template_iters = 0
+    config.flow.align_scope = "run"
+    *_, pre_r = pipeline.prepare_data(config, progress=False)
+    assert pre_r.key.endswith("-perrun-exact") and learning.data_key(config) != key
+    config.flow.align_scope = "runs"
+    with pytest.raises(ValueError, match="align_scope must be one of"):
+        pipeline.prepare_data(config, progress=False)
+    config.flow.align_scope = "snapshot"
     config.flow.template_iters = 2
     before = learning.data_key(config)
     config.train.steps = 7  # training settings share the prepared data

@@ -74,9 +74,15 @@ def prepare_data(config: ml_collections.ConfigDict, *, progress: bool = True):
     if iters < 0:
         raise ValueError(f"flow.template_iters must be >= 0 (0: align to run 0's final "
                          f"network, K: to an iterated template), got {iters}")
-    pre = zoo_lib.preprocess(zoo, mode, align=bool(config.flow.align), progress=progress,
-                             reference="template" if iters and config.flow.align else None,
-                             template_iters=max(iters, 1))
+    scope = str(config.flow.get("align_scope", "snapshot"))
+    if scope not in zoo_lib.ALIGN_SCOPES:
+        raise ValueError(f"flow.align_scope must be one of {zoo_lib.ALIGN_SCOPES}, got "
+                         f"{scope!r}")
+    align = bool(config.flow.align)
+    pre = zoo_lib.preprocess(zoo, mode, align=align, progress=progress,
+                             reference="template" if iters and align else None,
+                             template_iters=max(iters, 1),
+                             scope=scope if align else "snapshot")
     if space.kind == "euclidean":
         coords = Canonical([(np.asarray(w), np.asarray(b)) for w, b in pre.params], None)
     else:

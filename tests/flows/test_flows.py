@@ -64,6 +64,50 @@ def test_prior(kind):
     np.testing.assert_allclose(np.asarray(x0.layers[0][1]).std(), 0.1, atol=0.01)
 
 
+def test_normalized_loss_weighs_a_sphere_like_the_geometric_flow():
+    """``weighting="point"``: an error on one first-layer row of the normalized flow costs
+    what it costs the geometric flow (chord^2 ~ angle^2 for a small error), where the per-entry
+    weighting divided it by the layer's fan-in."""
+    geo, norm = SPACES["geometric"], SPACES["normalized"]
+    x1 = _batch_prior(jax.random.key(4), geo, 1)
+    x1 = jax.tree.map(lambda a: a[0], x1)
+    w0 = np.asarray(x1.layers[0][0]).copy()
+    tangent = np.zeros_like(w0[0])
+    tangent[0], tangent[1] = w0[0][1], -w0[0][0]
+    tangent /= np.linalg.norm(tangent)
+    angle = 0.05
+    w0[0] = np.cos(angle) * w0[0] + np.sin(angle) * tangent
+    pred = x1._replace(layers=[(jnp.asarray(w0), x1.layers[0][1])] + list(x1.layers[1:]))
+    t = jnp.float32(0.3)
+    loss = {k: float(flows.cfm_loss(SPACES[k], pred, x1, x1, x1, t, weighting=w))
+            for k, w in (("geometric", "point"), ("normalized", "point"))}
+    entry = float(flows.cfm_loss(norm, pred, x1, x1, x1, t, weighting="entry"))
+    np.testing.assert_allclose(loss["normalized"], loss["geometric"], rtol=2e-3)
+    fan_in = SIZES[0]
+    np.testing.assert_allclose(entry * fan_in, loss["normalized"], rtol=1e-5)
+    assert float(flows.cfm_loss(geo, pred, x1, x1, x1, t, weighting="entry")) == loss["geometric"]
+    with pytest.raises(ValueError, match="unknown loss weighting"):
+        flows.cfm_loss(norm, pred, x1, x1, x1, t, weighting="sphere")
+
+
+def test_normalized_flow_can_start_on_the_spheres():
+    """``prior="spheres"`` draws the normalized flow's prior like the geometric flow's (unit
+    rows) while its path stays the straight line of the flat space."""
+    space = FlowSpace("normalized", SIZES, prior="spheres")
+    x0 = _batch_prior(jax.random.key(2), space, 64)
+    assert symmetry.is_canonical(x0)
+    assert space.path_spec == SPACES["normalized"].path_spec
+    x1 = _batch_prior(jax.random.key(3), space, 64)
+    mid = jax.vmap(lambda a, b: flows.interpolate(space, a, b, jnp.float32(0.5)))(x0, x1)
+    np.testing.assert_allclose(np.asarray(mid.layers[0][0]),
+                               0.5 * (np.asarray(x0.layers[0][0]) + np.asarray(x1.layers[0][0])),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="euclidean flow has no spheres"):
+        FlowSpace("euclidean", SIZES, prior="spheres")
+    with pytest.raises(ValueError, match="unknown prior"):
+        FlowSpace("normalized", SIZES, prior="uniform")
+
+
 @pytest.mark.parametrize("kind", flows.FLOWS)
 def test_interpolant_endpoints_and_velocity(kind):
     space = SPACES[kind]

@@ -127,3 +127,6 @@ def test_likelihood_bad_input():
         sampling.log_likelihood(geo, pred, x1, divergence_method="trace")
     with pytest.raises(ValueError, match="t_end must lie in"):
         sampling.log_likelihood(geo, pred, x1, t_end=1.5)
+    on_spheres = FlowSpace("normalized", (2, 1), canonical_mode="thesis", prior="spheres")
+    with pytest.raises(ValueError, match="has no density there"):
+        sampling.prior_log_density(on_spheres, jax.tree.map(lambda a: a[0], x1))

@@ -119,6 +119,18 @@ def test_added_fields_read_as_their_default_when_missing():
         "zoo.early_snapshot_every", "zoo.early_snapshot_steps"}
 
 
+def test_loss_weighting_added_after_runs_reads_per_flow():
+    """Runs from before ``flow.loss_weighting`` match the fixed default unless they trained
+    the normalized flow, whose loss was weighed per entry then."""
+    for kind, stale in (("geometric", False), ("euclidean", False), ("normalized", True)):
+        old = {"flow": {"kind": kind}}
+        new = {"flow": {"kind": kind, "loss_weighting": "point"}}
+        got = train.config_differences(old, new)
+        assert got == ({"flow.loss_weighting": ("entry", "point")} if stale else {}), kind
+        new["flow"]["loss_weighting"] = "entry"
+        assert bool(train.config_differences(old, new)) is (not stale), kind
+
+
 def test_safe_fields_by_leaf_name_or_dotted_path():
     old = {"a": {"log_every": 1, "x": 1}, "b": {"x": 1}}
     new = {"a": {"log_every": 2, "x": 2}, "b": {"x": 2}}

@@ -107,6 +107,42 @@ def test_alignment_template_sits_between_the_runs(zoo):
         pp.preprocess(zoo, "exact", reference="template", align=False)
 
 
+def test_run_scope_moves_each_trajectory_as_one(zoo):
+    """``scope="run"`` permutes every snapshot of a run like the run's final network: the
+    final snapshots match the per-snapshot alignment, functions are kept, and distances
+    between a run's snapshots are the raw ones (one permutation per run is an isometry)."""
+    per_snap = pp.preprocess(zoo, "exact")
+    per_run = pp.preprocess(zoo, "exact", scope="run")
+    assert per_run.key != per_snap.key and "perrun" in per_run.key
+    fin = zoo.final_indices()
+    for (w, b), (ws, bs) in zip(per_run.params, per_snap.params):
+        np.testing.assert_array_equal(w[fin], ws[fin])
+        np.testing.assert_array_equal(b[fin], bs[fin])
+    np.testing.assert_allclose(_logits(per_run.params), _logits(zoo.params), rtol=1e-5,
+                               atol=1e-5)
+    perms = pp.run_permutations(zoo, per_snap.reference)
+    assert [p.shape for p in perms] == [(zoo.num_runs, h) for h in zoo.layer_sizes[1:-1]]
+    for i in (0, 1, zoo.num_snapshots // 2, zoo.num_snapshots - 1):
+        want = symmetry.permute(zoo.select(i), [jnp.asarray(p[zoo.run_id[i]]) for p in perms])
+        for (w, b), (ww, wb) in zip([(w[i], b[i]) for w, b in per_run.params], want):
+            np.testing.assert_array_equal(w, np.asarray(ww))
+            np.testing.assert_array_equal(b, np.asarray(wb))
+
+    def flat(params):
+        return np.concatenate([np.concatenate([w.reshape(len(w), -1), b], 1)
+                               for w, b in params], 1)
+
+    same_run = zoo.run_id[1:] == zoo.run_id[:-1]
+    raw, aligned = flat(zoo.params), flat(per_run.params)
+    np.testing.assert_allclose(np.linalg.norm(np.diff(aligned, axis=0), axis=1)[same_run],
+                               np.linalg.norm(np.diff(raw, axis=0), axis=1)[same_run],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="alignment scope"):
+        pp.preprocess(zoo, "exact", scope="trajectory")
+    with pytest.raises(ValueError, match="align=True"):
+        pp.preprocess(zoo, "exact", scope="run", align=False)
+
+
 def test_loss_barrier_values():
     key = jax.random.key(1)
     a = mlp.init(jax.random.fold_in(key, 0), (6, 5, 3), w_std=1.0)

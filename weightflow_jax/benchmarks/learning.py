@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 from configs.common import get_base_config
-from weightflow_jax import atomic, data as data_lib, flows, mlp, pipeline
+from weightflow_jax import atomic, data as data_lib, flows, mlp, pipeline, symmetry
 from weightflow_jax import sampling as sampling_lib
 from weightflow_jax import train as train_lib
 from weightflow_jax import evaluation
@@ -129,6 +129,8 @@ def make_sampler(run: recipe.FlowRun, num: int, steps: int, space=None):
     default = np.float32(np.nan if value is None else value)
     weight = float(sc.get("condition_weight", 1.0))
     conditioned = run.conditioner is not None
+    representative = str(sc.get("representative", symmetry.DEFAULT_REPRESENTATIVE))
+    symmetry.check_representative(representative)
 
     @jax.jit
     def draw_with(variables, key, cond):
@@ -138,7 +140,10 @@ def make_sampler(run: recipe.FlowRun, num: int, steps: int, space=None):
                                                 weight)
         x1 = sampling_lib.integrate(space, predict, x0, steps=steps, solver=solver,
                                     parameterization=str(cfg.parameterization))
-        return space.decode(x1)
+        # The form experiments.sample writes (and the tables' novelty measures): the same
+        # functions, but the L2 novelty of the exact form (unit first-layer rows, all scale
+        # in the last layer) against raw checkpoints measured mostly that scale.
+        return symmetry.represent(space.decode(x1), representative)
 
     def draw(variables, key, condition: float | None = None):
         """``condition``: a raw prompt (default: the config's ``sample.condition``)."""
@@ -332,7 +337,7 @@ def first_time(points, threshold: float) -> float | None:
 
 # Flow fields that change the training coordinates (with the zoo): a variant overriding one
 # gets its own prepared data instead of the base config's.
-DATA_FIELDS = ("kind", "align", "canonical_mode", "template_iters")
+DATA_FIELDS = ("kind", "align", "canonical_mode", "template_iters", "align_scope")
 
 
 def data_key(config) -> str:

@@ -30,9 +30,10 @@ from weightflow_jax import mlp, symmetry
 from weightflow_jax.geometry import Euclidean, Sphere, product
 from weightflow_jax.symmetry import Canonical
 
-__all__ = ["FLOWS", "FlowSpace", "leaf_counts", "is_factor"]
+__all__ = ["FLOWS", "PRIORS", "FlowSpace", "leaf_counts", "is_factor"]
 
 FLOWS = ("euclidean", "normalized", "geometric")
+PRIORS = ("gaussian", "spheres")
 
 
 def is_factor(x: Any) -> bool:
@@ -48,11 +49,16 @@ class FlowSpace:
       kind: ``"euclidean"``, ``"normalized"`` or ``"geometric"``.
       sizes: layer sizes ``(d_in, ..., d_out)`` of the networks.
       canonical_mode: ``"exact"`` or ``"thesis"`` (ignored by the euclidean flow).
+      prior: ``"gaussian"`` (``N(0, std^2)`` entries; the geometric flow projects them onto
+        its spheres) or ``"spheres"`` (the same projection for the normalized flow, so its
+        straight path starts from rows of the data's norm 1 instead of norm
+        ``std * sqrt(fan_in + 1)``; the path and the coordinates are unchanged).
     """
 
     kind: str
     sizes: tuple[int, ...]
     canonical_mode: str = "exact"
+    prior: str = "gaussian"
 
     def __post_init__(self):
         if self.kind not in FLOWS:
@@ -62,6 +68,18 @@ class FlowSpace:
             raise ValueError(
                 f"unknown canonical mode {self.canonical_mode!r}; choose one of "
                 f"{symmetry.MODES}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"unknown prior {self.prior!r}; choose one of {PRIORS}")
+        if self.prior == "spheres" and self.kind == "euclidean":
+            raise ValueError("prior='spheres' needs a flow on canonical coordinates "
+                             "(normalized or geometric); the euclidean flow has no spheres")
+
+    @property
+    def prior_spec(self) -> Canonical:
+        """Factor tree the prior's Gaussian draws are projected with (spheres normalized)."""
+        if self.kind == "geometric" or self.prior == "spheres":
+            return self.manifold_spec
+        return self.path_spec
 
     @property
     def num_layers(self) -> int:

@@ -83,7 +83,12 @@ def prior_log_density(space: FlowSpace, x: Canonical, std: float = 0.1) -> jax.A
     Geometric flow: uniform on each sphere of ``space.manifold_spec`` (Riemannian volume)
     times ``N(0, std^2)`` on Euclidean leaves. Other flows: ``N(0, std^2)`` on every entry.
     """
-    spec = space.manifold_spec if space.kind == "geometric" else space.path_spec
+    if space.kind == "normalized" and space.prior == "spheres":
+        raise ValueError(
+            f"the {space.kind} flow's prior={space.prior!r} lives on spheres inside the flat "
+            "space its path uses, so it has no density there; likelihoods need "
+            "flow.prior='gaussian' for this flow (or the geometric flow)")
+    spec = space.prior_spec
     factors = jax.tree.leaves(spec, is_leaf=is_factor)
     leaves = jax.tree.leaves(x)
     if len(factors) != len(leaves):

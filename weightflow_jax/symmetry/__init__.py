@@ -8,7 +8,8 @@
 * :func:`manifold_spec` — which canonical coordinates are spheres and which Euclidean.
 """
 
-from weightflow_jax.symmetry.align import align, permute, random_permutations, weight_matching
+from weightflow_jax.symmetry.align import (align, permute, permute_batch, random_permutations,
+                                          weight_matching)
 from weightflow_jax.symmetry.canonical import (
     MODES,
     Canonical,
@@ -30,7 +31,7 @@ from weightflow_jax.symmetry.representatives import (
 )
 
 __all__ = [
-    "align", "permute", "random_permutations", "weight_matching", "MODES", "Canonical",
+    "align", "permute", "permute_batch", "random_permutations", "weight_matching", "MODES", "Canonical",
     "canonicalize", "decanonicalize", "euclidean_spec", "is_canonical", "manifold_spec",
     "DEFAULT_REPRESENTATIVE", "REPRESENTATIVES", "balance", "balance_scales", "check_representative",
     "imbalance", "represent", "rescale_neurons",

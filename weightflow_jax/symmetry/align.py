@@ -29,7 +29,7 @@ from scipy.optimize import linear_sum_assignment
 
 from weightflow_jax import mlp
 
-__all__ = ["align", "weight_matching", "permute", "random_permutations"]
+__all__ = ["align", "weight_matching", "permute", "permute_batch", "random_permutations"]
 
 
 def permute(params: mlp.Params, perms: Sequence[jax.Array]) -> mlp.Params:
@@ -60,6 +60,17 @@ def permute(params: mlp.Params, perms: Sequence[jax.Array]) -> mlp.Params:
 
 _permute_jit = jax.jit(permute)
 _permute_batch = jax.jit(jax.vmap(permute))
+
+
+def permute_batch(params: mlp.Params, perms: Sequence[jax.Array]) -> mlp.Params:
+    """:func:`permute` for a batch: ``W`` ``(n, out, in)``, ``perms[l]`` ``(n, h_l)``."""
+    params = mlp.as_params(params)
+    n = int(np.shape(params[0][0])[0])
+    if len(perms) != len(params) - 1 or any(np.shape(p)[0] != n for p in perms):
+        raise ValueError(
+            f"need {len(params) - 1} permutation arrays with a leading axis of {n} (one row "
+            f"per network), got shapes {[np.shape(p) for p in perms]}")
+    return _permute_batch(params, list(perms))
 
 
 def random_permutations(key: jax.Array, sizes: Sequence[int]) -> list[jax.Array]:

@@ -50,9 +50,16 @@ DEFAULT_SAFE_FIELDS = frozenset({
 
 # Fields added to the configs after runs were written, with the value that reproduces the
 # behaviour before them: a run whose config.json lacks one matches a config holding that value.
+# A callable value computes it from the run's other fields (flat ``{"flow.kind": ...}``).
 ADDED_FIELD_DEFAULTS: Mapping[str, Any] = {
     **{f"zoo.{k}": v for k, v in zoo_presets.ADDED_FIELDS.items()},
     "flow.template_iters": 0,
+    "flow.align_scope": "snapshot",
+    "flow.prior": "gaussian",
+    # Runs trained before the fix weighed the normalized flow's loss per entry; for the
+    # other flows both weightings are the same loss.
+    "flow.loss_weighting": lambda flat: ("entry" if flat.get("flow.kind") == "normalized"
+                                         else "point"),
 }
 
 
@@ -129,16 +136,22 @@ def config_differences(old: Any, new: Any, *,
     """Returns ``{dotted field: (old value, new value)}`` for fields that differ and are unsafe.
 
     A field missing on one side shows as ``"<missing>"``, except a field of
-    ``added_defaults`` (dotted path -> value), which reads as that value when missing.
+    ``added_defaults`` (dotted path -> value, or a callable of that side's flat
+    ``{dotted path: value}``), which reads as that value when missing.
     ``safe_fields`` entries without a dot match a leaf name at any depth; entries with a dot
     match the full dotted path.
     """
     a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
     missing = "<missing>"
     diffs = {}
-    for key in sorted(set(a) | set(b)):
+    def value(flat: dict, key: str):
+        if key in flat:
+            return flat[key]
         fallback = added_defaults.get(key, missing)
-        va, vb = a.get(key, fallback), b.get(key, fallback)
+        return fallback(flat) if callable(fallback) else fallback
+
+    for key in sorted(set(a) | set(b)):
+        va, vb = value(a, key), value(b, key)
         if json.dumps(va, sort_keys=True) != json.dumps(vb, sort_keys=True) and not _is_safe(
                 key, safe_fields):
             diffs[key] = (va, vb)

@@ -129,9 +129,11 @@ def conditioned_predict_fn(fld: models_lib.Field, variables: Any, cond: jax.Arra
 
 
 def flow_space(config: ml_collections.ConfigDict) -> flows.FlowSpace:
-    """The flow space of ``config``: ``flow.kind`` on ``zoo.arch`` in ``flow.canonical_mode``."""
+    """The flow space of ``config``: ``flow.kind`` on ``zoo.arch`` in ``flow.canonical_mode``
+    with ``flow.prior``."""
     return flows.FlowSpace(str(config.flow.kind), mlp.parse_arch(str(config.zoo.arch)),
-                           str(config.flow.canonical_mode))
+                           str(config.flow.canonical_mode),
+                           str(config.flow.get("prior", "gaussian")))
 
 
 STATS_FILE = "field_stats.npz"
@@ -265,6 +267,10 @@ def make_loss_fn(run: FlowRun):
     cfg = run.config.flow
     space = run.space
     param = str(cfg.parameterization)
+    weighting = str(cfg.get("loss_weighting", "point"))
+    if weighting not in flows.LOSS_WEIGHTINGS:
+        raise ValueError(f"flow.loss_weighting must be one of {flows.LOSS_WEIGHTINGS}, got "
+                         f"{weighting!r}")
 
     def loss_fn(params, batch, rng):
         x0, x1 = batch["x0"], batch["x1"]
@@ -273,7 +279,8 @@ def make_loss_fn(run: FlowRun):
                               float(cfg.time_b))
         xt = jax.vmap(lambda a, b, s: flows.interpolate(space, a, b, s))(x0, x1, t)
         pred = run.field.apply({"params": params}, xt, t, batch.get("c"))
-        losses = jax.vmap(lambda p, a, b, c, s: flows.cfm_loss(space, p, a, b, c, s, param))(
+        losses = jax.vmap(lambda p, a, b, c, s: flows.cfm_loss(space, p, a, b, c, s, param,
+                                                               weighting))(
             pred, x0, x1, xt, t)
         return jnp.mean(losses), {"t_mean": jnp.mean(t)}
 

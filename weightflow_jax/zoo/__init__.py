@@ -41,10 +41,12 @@ without ``completed: true`` or with another version. While training, resume file
 from weightflow_jax.zoo.build import build_zoo, load_data, train_zoo
 from weightflow_jax.zoo.presets import default_zoo_root, zoo_config
 from weightflow_jax.zoo.preprocessing import (
+    ALIGN_SCOPES,
     Preprocessed,
     barrier_report,
     loss_barrier,
     preprocess,
+    run_permutations,
 )
 from weightflow_jax.zoo.store import (
     FORMAT,
@@ -59,6 +61,6 @@ from weightflow_jax.zoo.trainer import Dataset, evaluate
 
 __all__ = [
     "build_zoo", "train_zoo", "load_data", "zoo_config", "default_zoo_root", "preprocess",
-    "Preprocessed", "loss_barrier", "barrier_report", "FORMAT", "FORMAT_VERSION", "Zoo",
+    "Preprocessed", "ALIGN_SCOPES", "run_permutations", "loss_barrier", "barrier_report", "FORMAT", "FORMAT_VERSION", "Zoo",
     "load_zoo", "load_meta", "is_complete", "write_zoo", "Dataset", "evaluate",
 ]

@@ -5,7 +5,12 @@ matching (:func:`weightflow_jax.symmetry.align`) and then canonicalizes it
 (:func:`weightflow_jax.symmetry.canonicalize`). The default reference is **the last
 snapshot of run 0** (its final network when ``snapshot_every`` divides the iterations per
 epoch); ``reference="template"`` aligns to an iterated template of the runs' final networks
-instead (:func:`alignment_template`). Results are cached in ``<zoo>/preprocessed/<key>.npz``, the key naming alignment,
+instead (:func:`alignment_template`). By default every snapshot gets its own permutation
+(``scope="snapshot"``, as the thesis); ``scope="run"`` gives every snapshot of a run the
+permutation that aligns the run's final network, so each training trajectory stays one
+continuous path in the aligned space (SGD is permutation-equivariant, so this is as valid a
+representative of every snapshot, and a snapshot of a run and its next one differ only by
+the training step between them). Results are cached in ``<zoo>/preprocessed/<key>.npz``, the key naming alignment,
 canonical mode, a hash of the reference weights, ``max_iter`` and ``seed``.
 
 :func:`loss_barrier` measures how much the loss rises above the straight line between two
@@ -29,10 +34,11 @@ from tqdm.auto import tqdm
 from weightflow_jax import mlp
 from weightflow_jax.zoo import store
 
-__all__ = ["Preprocessed", "preprocess", "alignment_template", "loss_barrier", "barrier_report",
-           "CANON_MODES"]
+__all__ = ["Preprocessed", "preprocess", "alignment_template", "run_permutations",
+           "loss_barrier", "barrier_report", "CANON_MODES", "ALIGN_SCOPES"]
 
 CANON_MODES = ("none", "exact", "thesis")
+ALIGN_SCOPES = ("snapshot", "run")
 
 
 class Preprocessed(NamedTuple):
@@ -128,10 +134,30 @@ def alignment_template(zoo: store.Zoo, iters: int = 3, *, max_iter: int = 100,
     return template, np.asarray(distance, np.float64)
 
 
+def run_permutations(zoo: store.Zoo, reference: mlp.Params, *, max_iter: int = 100,
+                     seed: int = 0) -> list[np.ndarray]:
+    """The permutation that aligns each run's final network to ``reference``.
+
+    Returns:
+      ``L - 1`` integer arrays, each ``(num_runs, h_l)``: row ``r`` permutes hidden layer
+      ``l`` of run ``r`` (new neuron ``i`` is old neuron ``perm[i]``), as
+      :func:`weightflow_jax.symmetry.permute` takes them.
+    """
+    from weightflow_jax import symmetry
+
+    finals = zoo.final_indices()
+    if np.any(zoo.run_id[finals] != np.arange(zoo.num_runs)):
+        raise ValueError("the zoo's run ids are not 0..num_runs-1; rebuild the zoo")
+    _, perms = symmetry.align([(jnp.asarray(w[finals]), jnp.asarray(b[finals]))
+                               for w, b in zoo.params], reference, max_iter=max_iter,
+                              seed=seed, return_perms=True)
+    return [np.asarray(p) for p in perms]
+
+
 def preprocess(zoo: store.Zoo | str, mode: str = "exact", reference: Any = None, *,
                align: bool = True, max_iter: int = 100, seed: int = 0, cache: bool = True,
                chunk_size: int = 1024, progress: bool = False,
-               template_iters: int = 3) -> Preprocessed:
+               template_iters: int = 3, scope: str = "snapshot") -> Preprocessed:
     """Aligns all snapshots of a zoo to one reference network, then canonicalizes them.
 
     Args:
@@ -147,6 +173,9 @@ def preprocess(zoo: store.Zoo | str, mode: str = "exact", reference: Any = None,
       cache: read/write ``<zoo>/preprocessed/<key>.npz`` (only for zoos loaded from disk).
       chunk_size: snapshots per alignment / canonicalization call.
       progress: tqdm bar over chunks.
+      scope: ``"snapshot"`` (every snapshot weight-matched on its own) or ``"run"`` (every
+        snapshot permuted by :func:`run_permutations`, the permutation of its run's final
+        network).
 
     Returns:
       :class:`Preprocessed`.
@@ -157,6 +186,10 @@ def preprocess(zoo: store.Zoo | str, mode: str = "exact", reference: Any = None,
         zoo = store.load_zoo(str(zoo))
     if mode not in CANON_MODES:
         raise ValueError(f"unknown preprocessing mode {mode!r}; choose one of {CANON_MODES}")
+    if scope not in ALIGN_SCOPES:
+        raise ValueError(f"unknown alignment scope {scope!r}; choose one of {ALIGN_SCOPES}")
+    if scope == "run" and not align:
+        raise ValueError("scope='run' only matters with align=True")
     if isinstance(reference, str):
         if reference != "template":
             raise ValueError(f"unknown reference {reference!r}; use None (run 0's final "
@@ -167,8 +200,8 @@ def preprocess(zoo: store.Zoo | str, mode: str = "exact", reference: Any = None,
         ref_idx = -1
     else:
         ref, ref_idx = _resolve_reference(zoo, reference)
-    key = (f"aligned-ref{_ref_hash(ref)}-it{int(max_iter)}-seed{int(seed)}" if align
-           else "raw") + f"-{mode}"
+    key = (f"aligned-ref{_ref_hash(ref)}-it{int(max_iter)}-seed{int(seed)}"
+           + ("-perrun" if scope == "run" else "") if align else "raw") + f"-{mode}"
     path = None
     if cache and zoo.path is not None:
         path = os.path.join(zoo.path, "preprocessed", f"{key}.npz")
@@ -177,12 +210,17 @@ def preprocess(zoo: store.Zoo | str, mode: str = "exact", reference: Any = None,
             if got is not None:
                 return Preprocessed(got[0], got[1], ref, ref_idx, key)
     n = zoo.num_snapshots
+    run_perms = (run_permutations(zoo, ref, max_iter=max_iter, seed=seed)
+                 if align and scope == "run" else None)
     chunks_p, chunks_c = [], []
     starts = range(0, n, max(1, int(chunk_size)))
     for start in tqdm(starts, disable=not progress, desc=f"preprocess {key}"):
         part = [(jnp.asarray(w[start:start + chunk_size]), jnp.asarray(b[start:start + chunk_size]))
                 for w, b in zoo.params]
-        if align:
+        if run_perms is not None:
+            runs = zoo.run_id[start:start + chunk_size]
+            part = symmetry.permute_batch(part, [jnp.asarray(p[runs]) for p in run_perms])
+        elif align:
             part = symmetry.align(part, ref, max_iter=max_iter, seed=seed)
         chunks_p.append([(np.asarray(w), np.asarray(b)) for w, b in part])
         if mode != "none":
