@@ -145,9 +145,7 @@ def run_permutations(zoo: store.Zoo, reference: mlp.Params, *, max_iter: int = 1
     """
     from weightflow_jax import symmetry
 
-    finals = zoo.final_indices()
-    if np.any(zoo.run_id[finals] != np.arange(zoo.num_runs)):
-        raise ValueError("the zoo's run ids are not 0..num_runs-1; rebuild the zoo")
+    finals = zoo.final_indices()  # row r: run r's last snapshot
     _, perms = symmetry.align([(jnp.asarray(w[finals]), jnp.asarray(b[finals]))
                                for w, b in zoo.params], reference, max_iter=max_iter,
                               seed=seed, return_perms=True)
