@@ -70,11 +70,11 @@ def prepare_data(config: ml_collections.ConfigDict, *, progress: bool = True):
             f"config is for {mlp.format_arch(space.sizes)}; set --config.zoo.arch or use a "
             "matching zoo directory (--config.zoo.dir)")
     mode = "none" if space.kind == "euclidean" else space.canonical_mode
-    iters = int(config.flow.get("template_iters", 0) or 0)
+    iters = int(train_lib.config_field(config, "flow.template_iters") or 0)
     if iters < 0:
         raise ValueError(f"flow.template_iters must be >= 0 (0: align to run 0's final "
                          f"network, K: to an iterated template), got {iters}")
-    scope = str(config.flow.get("align_scope", "snapshot"))
+    scope = str(train_lib.config_field(config, "flow.align_scope"))
     if scope not in zoo_lib.ALIGN_SCOPES:
         raise ValueError(f"flow.align_scope must be one of {zoo_lib.ALIGN_SCOPES}, got "
                          f"{scope!r}")

@@ -129,6 +129,12 @@ def test_loss_weighting_added_after_runs_reads_per_flow():
         assert got == ({"flow.loss_weighting": ("entry", "point")} if stale else {}), kind
         new["flow"]["loss_weighting"] = "entry"
         assert bool(train.config_differences(old, new)) is (not stale), kind
+        # What the code reads for a config without the field is the same value.
+        assert train.config_field(old, "flow.loss_weighting") == ("entry" if stale
+                                                                   else "point"), kind
+        assert train.config_field(new, "flow.loss_weighting") == "entry"
+    with pytest.raises(KeyError, match="not one of the fields added later"):
+        train.config_field({"flow": {}}, "flow.no_such_field")
 
 
 def test_safe_fields_by_leaf_name_or_dotted_path():

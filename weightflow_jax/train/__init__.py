@@ -22,6 +22,7 @@ imported here (``from weightflow_jax.train import recipe``).
 from weightflow_jax.train.checkpoint import (DEFAULT_SAFE_FIELDS, CheckpointStore,
                                              ConfigMismatchError, canonical_config_json,
                                              check_config_compatible, config_differences,
+                                             config_field,
                                              config_to_dict, load_config, restore_or_init,
                                              save_config)
 from weightflow_jax.train.distributed import maybe_initialize_distributed
@@ -36,7 +37,7 @@ __all__ = [
     "DATA_AXIS", "DEFAULT_SAFE_FIELDS", "CheckpointStore", "ConfigMismatchError", "MetricWriter",
     "NonFiniteLossError", "ProgressBar", "StopTraining", "TrainState", "TrainStep",
     "TrainSummary", "batch_sharding", "canonical_config_json", "check_config_compatible",
-    "config_differences", "config_to_dict", "create_train_state", "load_config",
+    "config_differences", "config_field", "config_to_dict", "create_train_state", "load_config",
     "make_mesh", "make_train_step", "maybe_initialize_distributed", "peak_rss_mb",
     "read_metrics", "replicate", "replicated_sharding", "restore_or_init", "save_config",
     "shard_batch", "train_loop",

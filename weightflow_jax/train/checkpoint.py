@@ -129,6 +129,32 @@ def _is_safe(path: str, safe_fields: Iterable[str]) -> bool:
     return any(path == f if "." in f else leaf == f for f in safe_fields)
 
 
+_MISSING = "<missing>"
+
+
+def _value(flat: dict, key: str, added_defaults: Mapping[str, Any]) -> Any:
+    """``flat[key]``, else the field's added default (computed from ``flat`` if callable),
+    else ``"<missing>"``."""
+    if key in flat:
+        return flat[key]
+    fallback = added_defaults.get(key, _MISSING)
+    return fallback(flat) if callable(fallback) else fallback
+
+
+def config_field(config: Any, key: str) -> Any:
+    """Field ``key`` (dotted) of ``config``, or, when the config predates it, the value in
+    :data:`ADDED_FIELD_DEFAULTS` that reproduces the behaviour before it.
+
+    Raises:
+      KeyError: ``key`` is neither in ``config`` nor an added field.
+    """
+    flat = _flatten(config_to_dict(config))
+    if key not in flat and key not in ADDED_FIELD_DEFAULTS:
+        raise KeyError(f"config has no field {key!r} and it is not one of the fields added "
+                       "later (train.checkpoint.ADDED_FIELD_DEFAULTS)")
+    return _value(flat, key, ADDED_FIELD_DEFAULTS)
+
+
 def config_differences(old: Any, new: Any, *,
                        safe_fields: Iterable[str] = DEFAULT_SAFE_FIELDS,
                        added_defaults: Mapping[str, Any] = ADDED_FIELD_DEFAULTS
@@ -142,16 +168,9 @@ def config_differences(old: Any, new: Any, *,
     match the full dotted path.
     """
     a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
-    missing = "<missing>"
     diffs = {}
-    def value(flat: dict, key: str):
-        if key in flat:
-            return flat[key]
-        fallback = added_defaults.get(key, missing)
-        return fallback(flat) if callable(fallback) else fallback
-
     for key in sorted(set(a) | set(b)):
-        va, vb = value(a, key), value(b, key)
+        va, vb = _value(a, key, added_defaults), _value(b, key, added_defaults)
         if json.dumps(va, sort_keys=True) != json.dumps(vb, sort_keys=True) and not _is_safe(
                 key, safe_fields):
             diffs[key] = (va, vb)

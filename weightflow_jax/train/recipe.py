@@ -46,6 +46,7 @@ from weightflow_jax import atomic, flows, mlp
 from weightflow_jax import models as models_lib
 from weightflow_jax.flows import field
 from weightflow_jax.symmetry import Canonical
+from weightflow_jax.train import checkpoint
 from weightflow_jax.train.state import TrainState, create_train_state
 from weightflow_jax.train.step import TrainStep, make_mesh, make_train_step
 
@@ -133,7 +134,7 @@ def flow_space(config: ml_collections.ConfigDict) -> flows.FlowSpace:
     with ``flow.prior``."""
     return flows.FlowSpace(str(config.flow.kind), mlp.parse_arch(str(config.zoo.arch)),
                            str(config.flow.canonical_mode),
-                           str(config.flow.get("prior", "gaussian")))
+                           str(checkpoint.config_field(config, "flow.prior")))
 
 
 STATS_FILE = "field_stats.npz"
@@ -267,7 +268,7 @@ def make_loss_fn(run: FlowRun):
     cfg = run.config.flow
     space = run.space
     param = str(cfg.parameterization)
-    weighting = str(cfg.get("loss_weighting", "point"))
+    weighting = str(checkpoint.config_field(run.config, "flow.loss_weighting"))
     if weighting not in flows.LOSS_WEIGHTINGS:
         raise ValueError(f"flow.loss_weighting must be one of {flows.LOSS_WEIGHTINGS}, got "
                          f"{weighting!r}")

@@ -209,7 +209,7 @@ def preprocess(zoo: store.Zoo | str, mode: str = "exact", reference: Any = None,
                 return Preprocessed(got[0], got[1], ref, ref_idx, key)
     n = zoo.num_snapshots
     run_perms = (run_permutations(zoo, ref, max_iter=max_iter, seed=seed)
-                 if align and scope == "run" else None)
+                 if scope == "run" else None)  # scope "run" implies align (checked above)
     chunks_p, chunks_c = [], []
     starts = range(0, n, max(1, int(chunk_size)))
     for start in tqdm(starts, disable=not progress, desc=f"preprocess {key}"):
