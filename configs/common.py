@@ -22,6 +22,10 @@ Fields (override any from the command line, e.g. ``--config.train.steps=500``):
   field on each snapshot's recorded *training-split* metric, G.pt-style;
   :mod:`weightflow_jax.models.conditioning`), ``condition_dropout`` (fraction of training
   conditions replaced by the null condition, for classifier-free guidance),
+  ``condition_balance`` (in [0, 1]: a conditioned flow draws a training network of a
+  condition bin holding n networks with probability ∝ n^-balance, 16 bins over the zoo's
+  p05-p95 of log-loss; 0 = uniform, 1 = every bin equally often; the conditionals stay the
+  same, rare prompts get more training, :meth:`weightflow_jax.models.Conditioner.sampling_probs`),
   ``template_iters`` (alignment reference: 0 = run 0's final network, as the thesis; K > 0 =
   an iterated template, the mean of the runs' final networks after K rounds of aligning
   them to it, :func:`weightflow_jax.zoo.preprocessing.alignment_template`), ``align_scope``
@@ -92,6 +96,7 @@ def get_base_config(task: str, flow: str, arg: str = "") -> ml_collections.Confi
         kind=flow, align=True, canonical_mode="exact", coupling="exact", pair_alignment="none",
         sinkhorn_epsilon=0.05, parameterization="target", time_distribution="beta",
         time_a=1.0, time_b=2.0, prior_std=0.1, condition="none", condition_dropout=0.1,
+        condition_balance=0.0,
         template_iters=0, align_scope="snapshot", prior="gaussian", loss_weighting="point"))
     # Thesis size: the thesis's RT (5 layers, width 32 MNIST / 64 breast cancer), no EMA.
     c.model = default_model_config("rt")

@@ -6,7 +6,9 @@
   prediction, ``NaN`` is the null condition, an unconditioned field refuses one;
 * a conditioned field trained on three networks with distinct conditions samples, through
   the real sampler, the network whose condition it is prompted with (not just "the loss goes
-  down"), and classifier-free guidance with weight 1 is the conditional field.
+  down"), and classifier-free guidance with weight 1 is the conditional field;
+* balanced draws (``flow.condition_balance``): every bin of the prompt range equally often at
+  1, uniform at 0, the tails in the edge bins; batches stay a function of the step.
 """
 
 import jax
@@ -19,7 +21,8 @@ from tests.models._fit import fit
 from weightflow_jax import flows, mlp, sampling
 from weightflow_jax.geometry import product
 from weightflow_jax.models import Conditioner
-from weightflow_jax.models.conditioning import (NUM_CONDITION_FEATURES, check_condition,
+from weightflow_jax.models.conditioning import (NUM_CONDITION_FEATURES,
+                                                balanced_sampling_probs, check_condition,
                                                 condition_features)
 from weightflow_jax.train import recipe
 
@@ -129,17 +132,23 @@ def test_every_field_takes_a_condition_through_the_common_interface(name):
         recipe.build_flow(_config(name, "none"), space, jax.random.key(0), None, cond)
 
 
-def test_batch_fn_carries_each_targets_condition_through_the_coupling():
+def _batch_setup(n: int, batch_size: int, coupling: str, **flow):
+    """A conditioned ``mlp`` config with these batch settings, and ``n`` random networks'
+    geometric coordinates (numpy)."""
     config = _config("mlp")
     with config.unlocked():
-        config.flow.condition_dropout = 0.25
-        config.train.batch_size = 64
-        config.flow.coupling = "exact"
+        config.train.batch_size = batch_size
+        config.flow.coupling = coupling
+        config.flow.update(flow)
     space = flows.FlowSpace("geometric", SIZES)
-    n = 50
     coords = space.encode(jax.vmap(lambda k: mlp.init(k, SIZES, w_std=0.5, b_std=0.3))(
         jax.random.split(jax.random.key(0), n)))
-    coords = jax.tree.map(np.asarray, coords)
+    return config, space, jax.tree.map(np.asarray, coords)
+
+
+def test_batch_fn_carries_each_targets_condition_through_the_coupling():
+    n = 50
+    config, space, coords = _batch_setup(n, 64, "exact", condition_dropout=0.25)
     values = np.linspace(0.1, 2.0, n).astype(np.float32)
     cond = Conditioner.fit("train_loss", values)
     run = recipe.build_flow(config, space, jax.random.key(0),
@@ -166,6 +175,79 @@ def test_batch_fn_carries_each_targets_condition_through_the_coupling():
                               recipe.fit_field_stats(config, coords))
     with pytest.raises(ValueError, match="unconditioned flow"):
         recipe.make_batch_fn(plain, coords, jax.random.key(1), values)
+
+
+def test_balanced_sampling_probs_equalize_bins_and_keep_tails_in_the_edge_bins():
+    rng = np.random.default_rng(0)
+    # A skewed metric: most values in the first bins, a sparse tail, outliers on both sides.
+    z = np.concatenate([rng.uniform(0.0, 1.0, 900), rng.uniform(1.0, 4.0, 90),
+                        np.array([-5.0, 9.0])])
+    uniform = balanced_sampling_probs(z, 0.0, 0.0, 4.0, num_bins=4)
+    np.testing.assert_allclose(uniform, 1.0 / z.size)
+    p = balanced_sampling_probs(z, 1.0, 0.0, 4.0, num_bins=4)
+    assert abs(p.sum() - 1.0) < 1e-12 and np.all(p > 0)
+    bins = np.clip(np.floor(z), 0, 3).astype(int)
+    np.testing.assert_allclose(np.bincount(bins, weights=p, minlength=4), 0.25, atol=1e-12)
+    assert p[-2] == p[bins == 0][0] and p[-1] == p[bins == 3][0]   # outliers: edge bins
+    half = balanced_sampling_probs(z, 0.5, 0.0, 4.0, num_bins=4)
+    mass = lambda q: q[z >= 1.0].sum()                               # noqa: E731
+    assert mass(uniform) < mass(half) < mass(p)
+    for bad, match in (((z, 1.5, 0.0, 4.0), r"condition_balance=1.5 must be in \[0, 1\]"),
+                       ((z, -0.1, 0.0, 4.0), "must be in"),
+                       ((z, 1.0, 4.0, 0.0), "lo < hi"),
+                       ((np.array([np.nan]), 1.0, 0.0, 1.0), "finite condition values")):
+        with pytest.raises(ValueError, match=match):
+            balanced_sampling_probs(*bad)
+    with pytest.raises(ValueError, match="num_bins"):
+        balanced_sampling_probs(z, 1.0, 0.0, 4.0, num_bins=0)
+    # The conditioner bins its zoo's p05-p95 of log-loss; a constant metric draws uniformly.
+    losses = np.exp(z - 3.0)
+    cond = Conditioner.fit("train_loss", losses)
+    q = cond.sampling_probs(losses, 1.0)
+    lo, hi = np.log(cond.prompts["p05"]), np.log(cond.prompts["p95"])
+    np.testing.assert_allclose(q, balanced_sampling_probs(z - 3.0, 1.0, lo, hi))
+    flat = np.full(10, 0.3)
+    np.testing.assert_allclose(Conditioner.fit("train_loss", flat).sampling_probs(flat, 1.0),
+                               0.1)
+
+
+def test_balanced_batches_draw_rare_conditions_more_often():
+    config, space, coords = _batch_setup(200, 32, "independent")
+    # 180 networks at low loss, 20 spread over a sparse high-loss tail.
+    values = np.concatenate([np.linspace(0.10, 0.12, 180), np.linspace(0.2, 1.0, 20)])
+    cond = Conditioner.fit("train_loss", values.astype(np.float32))
+    stats = recipe.fit_field_stats(config, coords)
+
+    def tail_fraction(balance):
+        with config.unlocked():
+            config.flow.condition_balance = balance
+        run = recipe.build_flow(config, space, jax.random.key(0), stats, cond)
+        batch_fn = recipe.make_batch_fn(run, coords, jax.random.key(1), values)
+        c = np.concatenate([np.asarray(batch_fn(s)["c"]) for s in range(20)])
+        np.testing.assert_array_equal(np.asarray(batch_fn(3)["c"]),
+                                      np.asarray(batch_fn(3)["c"]))   # a function of the step
+        c = c[np.isfinite(c)]
+        assert np.all(np.isin(c, values.astype(np.float32)))
+        return float(np.mean(c > 0.15))
+
+    plain, balanced = tail_fraction(0.0), tail_fraction(1.0)
+    assert plain < 0.2 < 0.5 < balanced, (plain, balanced)
+    with config.unlocked():
+        config.flow.condition_balance = 2.0
+    run = recipe.build_flow(config, space, jax.random.key(0), stats, cond)
+    with pytest.raises(ValueError, match="condition_balance=2.0"):
+        recipe.make_batch_fn(run, coords, jax.random.key(1), values)
+    with config.unlocked():
+        config.flow.condition_balance = -0.5
+    run = recipe.build_flow(config, space, jax.random.key(0), stats, cond)
+    with pytest.raises(ValueError, match="condition_balance=-0.5"):
+        recipe.make_batch_fn(run, coords, jax.random.key(1), values)
+    plain_config = _config("mlp", "none")
+    with plain_config.unlocked():
+        plain_config.flow.condition_balance = 1.0
+    plain = recipe.build_flow(plain_config, space, jax.random.key(0), stats)
+    with pytest.raises(ValueError, match="balances a conditioned flow"):
+        recipe.make_batch_fn(plain, coords, jax.random.key(1))
 
 
 K = 3

@@ -119,7 +119,7 @@ def test_added_fields_read_as_their_default_when_missing():
         "zoo.early_snapshot_every", "zoo.early_snapshot_steps"}
 
 
-def test_loss_weighting_added_after_runs_reads_per_flow():
+def test_fields_added_after_runs_read_as_before():
     """Runs from before ``flow.loss_weighting`` match the fixed default unless they trained
     the normalized flow, whose loss was weighed per entry then."""
     for kind, stale in (("geometric", False), ("euclidean", False), ("normalized", True)):
@@ -135,6 +135,14 @@ def test_loss_weighting_added_after_runs_reads_per_flow():
         assert train.config_field(new, "flow.loss_weighting") == "entry"
     with pytest.raises(KeyError, match="not one of the fields added later"):
         train.config_field({"flow": {}}, "flow.no_such_field")
+    # Runs from before balanced draws drew their networks uniformly.
+    assert train.config_field({"flow": {}}, "flow.condition_balance") == 0.0
+    old = {"flow": {"kind": "geometric"}}
+    assert train.config_differences(old, {"flow": {"kind": "geometric",
+                                                   "condition_balance": 0.0}}) == {}
+    assert train.config_differences(old, {"flow": {"kind": "geometric",
+                                                   "condition_balance": 1.0}}) == {
+        "flow.condition_balance": (0.0, 1.0)}
 
 
 def test_safe_fields_by_leaf_name_or_dotted_path():

@@ -38,7 +38,8 @@ import numpy as np
 from weightflow_jax.models.layers import sinusoidal_embedding
 
 __all__ = ["CONDITIONS", "Conditioner", "condition_features", "time_condition_features",
-           "NUM_CONDITION_FEATURES", "check_condition", "null_condition"]
+           "NUM_CONDITION_FEATURES", "check_condition", "null_condition",
+           "balanced_sampling_probs", "BALANCE_BINS"]
 
 # Metric -> (transform, better direction). Only training-split metrics.
 CONDITIONS = ("none", "train_loss", "train_acc")
@@ -47,6 +48,8 @@ _BETTER = {"train_loss": "min", "train_acc": "max"}
 _LOSS_FLOOR = 1e-6
 # Sinusoidal features of the (squashed) standardized value.
 NUM_CONDITION_FEATURES = 16
+# Bins of :func:`balanced_sampling_probs` over the zoo's p05-p95 of the transformed value.
+BALANCE_BINS = 16
 
 
 def check_condition(kind: str) -> str:
@@ -170,6 +173,17 @@ class Conditioner:
             raise ValueError(f"a train_acc prompt must be in [0, 1], got {value}")
         return value
 
+    def sampling_probs(self, values: np.ndarray, balance: float,
+                       num_bins: int = BALANCE_BINS) -> np.ndarray:
+        """:func:`balanced_sampling_probs` of raw ``values`` (``(N,)``, one per training
+        network) over this zoo's p05-p95 of the transformed metric (the prompt range)."""
+        z = _transform_np(self.kind, np.asarray(values, np.float64).reshape(-1))
+        lo, hi = (float(_transform_np(self.kind, np.float64(self.prompts[q])))
+                  for q in ("p05", "p95"))
+        if not lo < hi:      # a zoo whose metric barely varies: one bin, uniform draws
+            hi, num_bins = lo + 1.0, 1
+        return balanced_sampling_probs(z, balance, lo, hi, num_bins)
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "mean": self.mean, "std": self.std,
                 "prompts": dict(self.prompts)}
@@ -182,6 +196,49 @@ class Conditioner:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+
+def balanced_sampling_probs(z: np.ndarray, balance: float, lo: float, hi: float,
+                            num_bins: int = BALANCE_BINS) -> np.ndarray:
+    """Probabilities of drawing each training network so that rare condition values are
+    drawn more often, without changing what the conditional field learns.
+
+    Reweighting the training set by any function of the condition ``c`` alone leaves every
+    conditional ``p(weights | c)`` as it is and only changes the marginal ``p(c)``, so the
+    field of a rare prompt gets more training signal. The values ``z`` (transformed, e.g.
+    log-loss) are binned into ``num_bins`` equal-width bins over ``[lo, hi]`` (values outside
+    fall into the edge bins, so the tails are never a bin of a handful of networks), and a
+    network in a bin holding ``n`` of them is drawn with probability ``∝ n ** -balance``:
+    ``0`` = uniform over networks (the plain training set), ``1`` = every bin equally often.
+    Only the null condition's field (``w = 0``) then learns the reweighted marginal.
+
+    Args:
+      z: ``(N,)`` finite transformed condition values of the training networks.
+      balance: exponent in ``[0, 1]``.
+      lo, hi: the binned range (``lo < hi``).
+      num_bins: number of bins (≥ 1).
+    Returns:
+      ``(N,)`` float64 probabilities summing to 1.
+    Raises:
+      ValueError: ``balance`` outside ``[0, 1]``, ``lo >= hi``, ``num_bins < 1`` or
+        non-finite ``z``.
+    """
+    z = np.asarray(z, np.float64).reshape(-1)
+    balance = float(balance)
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"flow.condition_balance={balance} must be in [0, 1] (0 = draw "
+                         "networks uniformly, 1 = every condition bin equally often)")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"balanced sampling needs a range lo < hi, got [{lo}, {hi}]")
+    if int(num_bins) < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+    if z.size == 0 or not np.all(np.isfinite(z)):
+        raise ValueError("balanced sampling needs finite condition values")
+    width = (hi - lo) / int(num_bins)
+    bins = np.clip(np.floor((z - lo) / width), 0, int(num_bins) - 1).astype(np.int64)
+    counts = np.bincount(bins, minlength=int(num_bins)).astype(np.float64)
+    w = counts[bins] ** (-balance)
+    return w / w.sum()
 
 
 def _transform_np(kind: str, v: np.ndarray) -> np.ndarray:

@@ -56,6 +56,7 @@ ADDED_FIELD_DEFAULTS: Mapping[str, Any] = {
     "flow.template_iters": 0,
     "flow.align_scope": "snapshot",
     "flow.prior": "gaussian",
+    "flow.condition_balance": 0.0,
     # Runs trained before the fix weighed the normalized flow's loss per entry; for the
     # other flows both weightings are the same loss.
     "flow.loss_weighting": lambda flat: ("entry" if flat.get("flow.kind") == "normalized"

@@ -299,10 +299,13 @@ def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array,
       conditions: a conditioned flow's raw condition value of every training network
         (``(N,)``, the order of ``coords``); each batch carries its targets' values as
         ``"c"`` (reordered with the coupling), a fraction ``flow.condition_dropout`` of them
-        replaced by ``NaN`` (the null condition of classifier-free guidance).
+        replaced by ``NaN`` (the null condition of classifier-free guidance). With
+        ``flow.condition_balance > 0`` targets are drawn with replacement, networks of rare
+        values more often (:meth:`Conditioner.sampling_probs`).
     Raises:
-      ValueError: a conditioned flow without ``conditions`` (or of the wrong length), or
-        ``conditions`` for an unconditioned one.
+      ValueError: a conditioned flow without ``conditions`` (or of the wrong length),
+        ``conditions`` for an unconditioned one, or a balance outside ``[0, 1]`` (or set
+        for an unconditioned flow).
     """
     cfg, tcfg = run.config.flow, run.config.train
     space = run.space
@@ -318,9 +321,18 @@ def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array,
         drop = float(cfg.get("condition_dropout", 0.1))
         if not 0.0 <= drop < 1.0:
             raise ValueError(f"flow.condition_dropout={drop} must be in [0, 1)")
+        balance = float(checkpoint.config_field(run.config, "flow.condition_balance"))
+        probs = (run.conditioner.sampling_probs(conditions, balance) if balance != 0.0
+                 else None)
     elif conditions is not None:
         raise ValueError("condition values given for an unconditioned flow "
                          "(flow.condition='none')")
+    else:
+        if float(checkpoint.config_field(run.config, "flow.condition_balance")) != 0.0:
+            raise ValueError("flow.condition_balance balances a conditioned flow's draws over "
+                             "its condition; set flow.condition (train_loss | train_acc) or "
+                             "leave the balance at 0")
+        probs = None
     bsz = int(tcfg.batch_size)
     std = float(cfg.prior_std)
     prior = jax.jit(lambda k: jax.vmap(lambda kk: flows.sample_prior(kk, space, std))(
@@ -330,7 +342,10 @@ def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array,
 
     def batch_fn(step: int):
         rng = np.random.default_rng((seed, 7, int(step)))
-        idx = rng.choice(n_data, size=bsz, replace=n_data < bsz)
+        if probs is None:
+            idx = rng.choice(n_data, size=bsz, replace=n_data < bsz)
+        else:   # flow.condition_balance > 0: rare condition values drawn more often
+            idx = rng.choice(n_data, size=bsz, replace=True, p=probs)
         x1 = jax.tree.map(lambda a: a[idx], coords)
         k = jax.random.fold_in(key, int(step))
         x0 = prior(k)
