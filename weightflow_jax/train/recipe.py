@@ -310,6 +310,8 @@ def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array,
     cfg, tcfg = run.config.flow, run.config.train
     space = run.space
     n_data = int(coords.layers[0][0].shape[0])
+    balance = float(checkpoint.config_field(run.config, "flow.condition_balance"))
+    probs = None
     if run.conditioner is not None:
         if conditions is None:
             raise ValueError(f"flow.condition={run.conditioner.kind!r} needs the training "
@@ -321,18 +323,15 @@ def make_batch_fn(run: FlowRun, coords: Canonical, key: jax.Array,
         drop = float(cfg.get("condition_dropout", 0.1))
         if not 0.0 <= drop < 1.0:
             raise ValueError(f"flow.condition_dropout={drop} must be in [0, 1)")
-        balance = float(checkpoint.config_field(run.config, "flow.condition_balance"))
-        probs = (run.conditioner.sampling_probs(conditions, balance) if balance != 0.0
-                 else None)
+        if balance != 0.0:
+            probs = run.conditioner.sampling_probs(conditions, balance)
     elif conditions is not None:
         raise ValueError("condition values given for an unconditioned flow "
                          "(flow.condition='none')")
-    else:
-        if float(checkpoint.config_field(run.config, "flow.condition_balance")) != 0.0:
-            raise ValueError("flow.condition_balance balances a conditioned flow's draws over "
-                             "its condition; set flow.condition (train_loss | train_acc) or "
-                             "leave the balance at 0")
-        probs = None
+    elif balance != 0.0:
+        raise ValueError("flow.condition_balance balances a conditioned flow's draws over "
+                         "its condition; set flow.condition (train_loss | train_acc) or "
+                         "leave the balance at 0")
     bsz = int(tcfg.batch_size)
     std = float(cfg.prior_std)
     prior = jax.jit(lambda k: jax.vmap(lambda kk: flows.sample_prior(kk, space, std))(
