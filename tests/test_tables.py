@@ -24,7 +24,8 @@ from weightflow_jax.tables import declarations, evaluators, goals as G, publish,
 from weightflow_jax.tables.context import Context
 from weightflow_jax.tables.spec import FlowSpec, Row, Table
 
-ROWS = "geometric_aligned_ot,euclidean_plain,geometric_aligned_ot_rt,target,noisy,ensemble"
+ROWS = ("geometric_aligned_ot,euclidean_plain,geometric_aligned_ot_rt,target,snapshots,noisy,"
+        "ensemble")
 ARGV = ["python", "-m", "experiments.tables", "--table=breast_cancer", "--size=test",
         f"--rows={ROWS}"]
 
@@ -86,7 +87,7 @@ def test_breast_cancer_table_end_to_end(bc):
     assert len(trainer.calls) == 3
     assert [r["key"] for r in table["rows"]] == [
         "euclidean_plain", "geometric_aligned_ot", "geometric_aligned_ot_rt", "target",
-        "noisy", "ensemble"]
+        "snapshots", "noisy", "ensemble"]
     assert "`python -m experiments.tables --table=breast_cancer --size=test" in md
     for text in ("size: `test`", "command-line overrides: `seed=0`",
                  "the table's overrides at this size: `model.name=mlp`",
@@ -132,6 +133,44 @@ def test_breast_cancer_table_end_to_end(bc):
     for p in table["plots"]:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_snapshots_row_is_random_training_snapshots(bc):
+    """The row's numbers are those of the zoo snapshots it records, drawn as many at a time
+    as a flow row samples, distinct within a draw and different between draws."""
+    table, _, kw = bc
+    row = next(r for r in table["rows"] if r["key"] == "snapshots")
+    flow_num = max(r["num"] for r in table["rows"] if r["is_flow"])
+    idx = np.asarray(row["snapshot_indices"])
+    assert idx.shape == (evaluators.SNAPSHOT_DRAWS, flow_num) and row["num"] == flow_num
+    assert all(len(set(d)) == flow_num for d in idx.tolist())
+    assert len({tuple(sorted(d)) for d in idx.tolist()}) == evaluators.SNAPSHOT_DRAWS
+    zoo = zoo_lib.load_zoo(os.path.join(zoo_lib.default_zoo_root(), "breast_cancer_test"))
+    assert idx.max() < zoo.num_snapshots and not row["is_flow"] and row["novelty"] is None
+    x, y = data_lib.load("breast_cancer", "test")
+    accs, ens = [], []
+    for d in idx:  # the unaligned snapshots: alignment permutes neurons, not functions
+        ev = pipeline.evaluate_networks(zoo.select(d), x, y)
+        accs += ev["acc"]
+        ens.append(ev["ensemble_acc"])
+    np.testing.assert_allclose(row["acc"], accs, atol=1e-6)
+    assert row["acc_mean"] == pytest.approx(np.mean(accs), abs=1e-6)
+    np.testing.assert_allclose(row["ensemble_draws"], ens, atol=1e-6)
+    assert row["ensemble_acc"] == pytest.approx(np.mean(ens), abs=1e-6)
+    assert f"{evaluators.SNAPSHOT_DRAWS} draws of {flow_num}" in row["note"]
+    assert "Random training snapshots (what the flows learn)" in _md(table)
+
+
+def test_snapshot_draws_are_seeded_distinct_and_checked():
+    import jax
+    a = evaluators.snapshot_draws(jax.random.key(0), 50, 8, 3)
+    assert a.shape == (3, 8) and all(len(set(r)) == 8 for r in a.tolist())
+    assert (a < 50).all() and not (a[0] == a[1]).all()
+    np.testing.assert_array_equal(a, evaluators.snapshot_draws(jax.random.key(0), 50, 8, 3))
+    assert not np.array_equal(a, evaluators.snapshot_draws(jax.random.key(1), 50, 8, 3))
+    assert sorted(evaluators.snapshot_draws(jax.random.key(0), 5, 8, 1)[0]) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="num_snapshots, num and draws >= 1"):
+        evaluators.snapshot_draws(jax.random.key(0), 5, 0, 1)
 
 
 def test_json_numbers_equal_markdown(bc):
@@ -285,7 +324,7 @@ def test_row_config_variants_and_typed_overrides():
         os.path.join("r", "mnist_cpu", "geometric_aligned_ot")
     assert tables.select_rows("arch_transfer", " geometric_guided , euclidean_unguided") == [
         "euclidean_unguided", "geometric_guided"]
-    assert len(tables.select_rows("breast_cancer", None, "cpu")) == 13
+    assert len(tables.select_rows("breast_cancer", None, "cpu")) == 14
     assert "geometric_aligned_ot_rt" not in tables.select_rows("breast_cancer", None, "default")
     assert tables.sweep_steps(64) == [8, 32, 64]
     assert tables.sweep_steps(512) == [8, 32, 128, 512]

@@ -176,6 +176,18 @@ def test_plots_write_png(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ens.png", "ft.png", "hist.png", "sub"]
 
 
+def test_ensemble_zoom_on_the_rows_that_work(tmp_path):
+    works = {"a": ([1, 2, 4], [0.93, 0.95, 0.958]), "b": ([1, 2, 4], [0.92, 0.94, 0.96])}
+    broken = {"rt": ([1, 2, 4], [0.14, 0.10, 0.05])}
+    lo, hi = ev.ensemble_zoom({**works, **broken})
+    assert lo < 0.92 < 0.96 < hi and hi - lo < 0.06   # the broken row is left out
+    assert ev.ensemble_zoom(works) is None               # nothing to zoom into
+    assert ev.ensemble_zoom({"x": ([1], [float("nan")])}) is None
+    p = ev.plot_ensemble_curve(str(tmp_path / "z.png"), {**works, **broken},
+                               hlines={"thesis": 0.94, "far": 0.2})
+    assert open(p, "rb").read(4) == b"\x89PNG"
+
+
 def test_ci95_half_width():
     from weightflow_jax import evaluation
     np.testing.assert_allclose(evaluation.ci95_half_width([0.0, 1.0, 2.0, 3.0]), 2.0543,

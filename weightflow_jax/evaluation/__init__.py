@@ -27,7 +27,7 @@ from weightflow_jax.evaluation.novelty import (
     WHOLE_RUN, checkpoint_spacing, nearest_checkpoint, nearest_neighbors, novelty_summary,
     run_positions)
 from weightflow_jax.evaluation.plots import (
-    plot_accuracy_histograms, plot_ensemble_curve, plot_finetune_curves,
+    ensemble_zoom, plot_accuracy_histograms, plot_ensemble_curve, plot_finetune_curves,
     plot_prompt_alignment, plot_steps_vs_accuracy, save_figure)
 from weightflow_jax.evaluation.prompts import prompt_alignment, prompt_grid, r_squared
 from weightflow_jax.evaluation.markdown import (
@@ -42,7 +42,8 @@ __all__ = [
     "ensemble_curve_from_probs", "jsd", "logits", "mean_pairwise_jsd", "mean_std",
     "num_networks", "probabilities", "WHOLE_RUN", "checkpoint_spacing", "nearest_checkpoint",
     "nearest_neighbors", "novelty_summary", "run_positions", "plot_accuracy_histograms",
-    "plot_ensemble_curve", "plot_finetune_curves", "plot_steps_vs_accuracy", "save_figure",
+    "plot_ensemble_curve", "ensemble_zoom", "plot_finetune_curves", "plot_steps_vs_accuracy",
+    "save_figure",
     "format_mean_std", "format_value", "markdown_table", "results_table",
     "plot_prompt_alignment", "prompt_alignment", "prompt_grid", "r_squared",
 ]

@@ -19,6 +19,7 @@ from weightflow_jax.evaluation.metrics import ci95_half_width
 __all__ = [
     "save_figure",
     "plot_ensemble_curve",
+    "ensemble_zoom",
     "plot_accuracy_histograms",
     "plot_finetune_curves",
     "plot_steps_vs_accuracy",
@@ -66,30 +67,66 @@ def save_figure(fig: Any, path: str) -> str:
     return path
 
 
+def ensemble_zoom(curves: Mapping[str, tuple[Sequence, Sequence]], *, working: float = 0.9
+                  ) -> tuple[float, float] | None:
+    """The accuracy range worth a zoomed panel: that of the curves whose last point is at
+    least ``working`` x the best last point (padded by 10% of the range), or ``None`` when
+    it is more than half of all curves' range (a zoom would show nothing new)."""
+    accs = [np.asarray(a, np.float64) for _, a in curves.values()]
+    accs = [a[np.isfinite(a)] for a in accs]
+    accs = [a for a in accs if a.size]
+    if not accs:
+        return None
+    best = max(float(a[-1]) for a in accs)
+    keep = np.concatenate([a for a in accs if a[-1] >= working * best])
+    full = np.concatenate(accs)
+    lo, hi = float(keep.min()), float(keep.max())
+    if hi - lo > 0.5 * (float(full.max()) - float(full.min())):
+        return None
+    pad = max(0.1 * (hi - lo), 1e-3)
+    return lo - pad, hi + pad
+
+
 def plot_ensemble_curve(path: str, curves: Mapping[str, tuple[Sequence, Sequence]], *,
                         title: str = "Posterior predictive accuracy",
                         hlines: Mapping[str, float] | None = None) -> str:
     """Ensemble accuracy against ensemble size.
+
+    When the curves that work (:func:`ensemble_zoom`) span a small part of all curves'
+    range (e.g. a comparison row that does not work), a second panel zooms in on them.
 
     Args:
       path: output PNG.
       curves: label -> ``(sizes (K,), accuracy (K,))``.
       hlines: optional label -> constant accuracy drawn as a dashed line.
     """
-    fig, ax = _figure((7.5, 3.8) if len(curves) > 6 else (5.0, 3.5))
-    _many_series(ax, len(curves))
-    for label, (sizes, acc) in curves.items():
-        ax.plot(np.asarray(sizes), np.asarray(acc), marker=".", label=label)
-    for label, v in (hlines or {}).items():
-        ax.axhline(float(v), linestyle="--", linewidth=1, color="gray")
-        ax.annotate(label, (0.99, float(v)), xycoords=("axes fraction", "data"),
-                    ha="right", va="bottom", fontsize=7, color="gray")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("ensemble size")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    _legend(ax, len(curves))
+    zoom = ensemble_zoom(curves)
+    wide = len(curves) > 6
+    if zoom is None:
+        fig, ax = _figure((7.5, 3.8) if wide else (5.0, 3.5))
+        axes = [ax]
+    else:
+        fig, ax = _figure((11.0, 3.8) if wide else (9.0, 3.5))
+        ax.remove()
+        axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
+    for i, ax in enumerate(axes):
+        _many_series(ax, len(curves))
+        for label, (sizes, acc) in curves.items():
+            ax.plot(np.asarray(sizes), np.asarray(acc), marker=".", label=label)
+        for label, v in (hlines or {}).items():
+            if i and not zoom[0] <= float(v) <= zoom[1]:
+                continue
+            ax.axhline(float(v), linestyle="--", linewidth=1, color="gray")
+            ax.annotate(label, (0.99, float(v)), xycoords=("axes fraction", "data"),
+                        ha="right", va="bottom", fontsize=7, color="gray")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("ensemble size")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(title if not i else "zoomed on the rows that work")
+        ax.grid(True, alpha=0.3)
+        if i:
+            ax.set_ylim(*zoom)
+    _legend(axes[-1], len(curves))
     return save_figure(fig, path)
 
 

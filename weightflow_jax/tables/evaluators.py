@@ -8,6 +8,8 @@ flows (``noisy``) comes after them. Every sampled row records ``samples_source``
 
 * ``flow`` — train (or reuse) the row's flow, its samples' numbers and novelty;
 * ``target`` — the zoo's final snapshots; ``ensemble`` — their posterior predictive;
+* ``snapshots`` — random training snapshots, the distribution every flow row learns,
+  drawn as many at a time as a flow row samples (:data:`SNAPSHOT_DRAWS` draws);
 * ``noisy`` — checkpoints + Gaussian noise at the best flow row's nearest distance;
 * ``steps_sweep`` — a flow re-sampled with several Euler step counts (extra section);
 * ``transfer`` — a flow sampled for another task / hidden width, optionally guided;
@@ -39,7 +41,7 @@ from weightflow_jax.tables.spec import Row
 __all__ = ["EVALUATORS", "EULER_SWEEP", "FINETUNE", "FINETUNE_BATCH", "FINETUNE_LR",
            "FINETUNE_STEPS", "FINETUNE_EPOCHS", "FINETUNE_STARTS", "REACH", "SGD_CHECK",
            "sweep_steps", "stats_row", "cached_samples", "transfer_settings", "register",
-           "PROMPT_RANGE", "PROMPT_BEYOND"]
+           "PROMPT_RANGE", "PROMPT_BEYOND", "SNAPSHOT_DRAWS", "snapshot_draws"]
 
 EULER_SWEEP = (8, 32, 128, 512)
 # Fine-tuning settings per size: epochs, networks per initialization and seed, seeds.
@@ -47,6 +49,8 @@ FINETUNE = {"default": dict(epochs=20, networks=16, seeds=(0, 1, 2)),
             "cpu": dict(epochs=5, networks=8, seeds=(0, 1, 2)),
             "test": dict(epochs=1, networks=2, seeds=(0, 1))}
 FINETUNE_BATCH = 128
+# The `snapshots` row: independent draws of random training snapshots.
+SNAPSHOT_DRAWS = 8
 FINETUNE_LR = 1e-3
 
 Evaluator = Callable[[ctx_lib.Context, Row, list], tuple[dict | None, dict]]
@@ -170,6 +174,66 @@ def noisy_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
     out = stats_row(row, ev, novelty=nov, row_seconds=time.time() - t0, note=note,
                     matched_row=best["key"], sigma=float(info["sigma"]),
                     target_distance=target)
+    _print_row(ctx.table.name, out)
+    return out, {}
+
+
+def snapshot_draws(key: jax.Array, num_snapshots: int, num: int, draws: int) -> np.ndarray:
+    """``(draws, min(num, num_snapshots))`` snapshot indices: each row ``num`` distinct
+    random snapshots, the draws independent (``fold_in(key, d)``)."""
+    if num_snapshots < 1 or num < 1 or draws < 1:
+        raise ValueError(f"snapshot_draws needs num_snapshots, num and draws >= 1; got "
+                         f"{num_snapshots}, {num}, {draws}")
+    k = min(int(num), int(num_snapshots))
+    return np.stack([np.asarray(jax.random.permutation(jax.random.fold_in(key, d),
+                                                       int(num_snapshots)))[:k]
+                     for d in range(int(draws))])
+
+
+def _flow_num(ctx: ctx_lib.Context, rows: list) -> int:
+    """Networks per flow row: the evaluated flow rows' (the largest), else the config's."""
+    nums = [int(r["num"]) for r in rows if r.get("is_flow")]
+    return max(nums) if nums else int(ctx.config(ctx.reference_flow()).sample.num)
+
+
+@register("snapshots")
+def snapshots_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
+    """Random training snapshots: what a flow that learned its data perfectly would give.
+
+    Every flow row trains on the zoo's snapshots (all of them, after the zoo's burn-in), so
+    ``num`` of them drawn at random (``num`` = a flow row's sample count) are the reference
+    for the flow rows, where the ``target`` row (final snapshots only) is not. Drawn
+    :data:`SNAPSHOT_DRAWS` times: accuracy and loss pool the draws' networks; diversity,
+    the ensemble curve and its last point are the draws' means (each draw's ensemble
+    accuracy is in ``ensemble_draws``, its snapshot indices in ``snapshot_indices``).
+    """
+    t0 = time.time()
+    z = ctx.zoo()
+    num = _flow_num(ctx, rows)
+    draws = int(row.options.get("draws", SNAPSHOT_DRAWS))
+    idx = snapshot_draws(jax.random.key(ctx.seed), len(z.subset), num, draws)
+    evs = [pipeline.evaluate_networks([(w[i], b[i]) for w, b in z.checkpoints],
+                                      z.x_test, z.y_test) for i in idx]
+    acc = np.concatenate([e["acc"] for e in evs])
+    loss = np.concatenate([e["loss"] for e in evs])
+    curve = np.mean([e["ensemble_curve"] for e in evs], axis=0)
+    ens = np.array([e["ensemble_acc"] for e in evs])
+    pooled = {"num": int(idx.shape[1]), "acc_mean": float(acc.mean()),
+              "acc_std": float(acc.std()), "loss_mean": float(loss.mean()),
+              "loss_std": float(loss.std()),
+              "diversity_jsd": float(np.mean([e["diversity_jsd"] for e in evs])),
+              "ensemble_acc": float(curve[-1]), "ensemble_sizes": evs[0]["ensemble_sizes"],
+              "ensemble_curve": [float(c) for c in curve], "acc": [float(a) for a in acc]}
+    n_zoo = z.zoo.num_snapshots
+    whose = (f"the zoo's {n_zoo} snapshots" if len(z.subset) == n_zoo else
+             f"a random {len(z.subset)} of the zoo's {n_zoo} snapshots")
+    note = (f"{draws} draws of {idx.shape[1]} random snapshots from {whose} (what every flow "
+            f"row learns): accuracy and loss over all {acc.size} networks, diversity and "
+            f"ensemble the draws' mean (ensemble of {pooled['ensemble_sizes'][-1]}: "
+            f"{ens.min():.4f}-{ens.max():.4f} over the draws)")
+    out = stats_row(row, pooled, row_seconds=time.time() - t0, note=note, draws=draws,
+                    ensemble_draws=[float(e) for e in ens],
+                    snapshot_indices=np.asarray(z.subset)[idx].tolist())
     _print_row(ctx.table.name, out)
     return out, {}
 

@@ -318,7 +318,8 @@ def render_markdown(table: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_SHORT = {"target": "target", "noisy": "checkpoints + noise", "adam": "Adam-trained"}
+_SHORT = {"target": "target", "snapshots": "training snapshots", "noisy": "checkpoints + noise",
+          "adam": "Adam-trained"}
 
 
 def _short(row: Mapping[str, Any]) -> str:
