@@ -183,6 +183,7 @@ def test_ensemble_zoom_on_the_rows_that_work(tmp_path):
     assert lo < 0.92 < 0.96 < hi and hi - lo < 0.06   # the broken row is left out
     assert ev.ensemble_zoom(works) is None               # nothing to zoom into
     assert ev.ensemble_zoom({"x": ([1], [float("nan")])}) is None
+    assert ev.ensemble_zoom({"flat": ([1, 2], [0.9, 0.9])}) is None
     p = ev.plot_ensemble_curve(str(tmp_path / "z.png"), {**works, **broken},
                                hlines={"thesis": 0.94, "far": 0.2})
     assert open(p, "rb").read(4) == b"\x89PNG"

@@ -81,7 +81,7 @@ def ensemble_zoom(curves: Mapping[str, tuple[Sequence, Sequence]], *, working: f
     keep = np.concatenate([a for a in accs if a[-1] >= working * best])
     full = np.concatenate(accs)
     lo, hi = float(keep.min()), float(keep.max())
-    if hi - lo > 0.5 * (float(full.max()) - float(full.min())):
+    if hi - lo >= 0.5 * (float(full.max()) - float(full.min())):
         return None
     pad = max(0.1 * (hi - lo), 1e-3)
     return lo - pad, hi + pad
