@@ -49,9 +49,9 @@ FINETUNE = {"default": dict(epochs=20, networks=16, seeds=(0, 1, 2)),
             "cpu": dict(epochs=5, networks=8, seeds=(0, 1, 2)),
             "test": dict(epochs=1, networks=2, seeds=(0, 1))}
 FINETUNE_BATCH = 128
+FINETUNE_LR = 1e-3
 # The `snapshots` row: independent draws of random training snapshots.
 SNAPSHOT_DRAWS = 8
-FINETUNE_LR = 1e-3
 
 Evaluator = Callable[[ctx_lib.Context, Row, list], tuple[dict | None, dict]]
 EVALUATORS: dict[str, Evaluator] = {}
