@@ -28,13 +28,15 @@ __all__ = [
 ]
 
 
-def _figure(figsize=(5.0, 3.5)):
+def _figure(figsize=(5.0, 3.5), ncols: int = 1):
+    """A figure and its first of ``ncols`` side-by-side axes (add the others with
+    ``fig.add_subplot(1, ncols, i)``)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize, dpi=120)
     FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(1, 1, 1)
+    return fig, fig.add_subplot(1, ncols, 1)
 
 
 def _many_series(ax: Any, n: int) -> None:
@@ -106,9 +108,8 @@ def plot_ensemble_curve(path: str, curves: Mapping[str, tuple[Sequence, Sequence
         fig, ax = _figure((7.5, 3.8) if wide else (5.0, 3.5))
         axes = [ax]
     else:
-        fig, ax = _figure((11.0, 3.8) if wide else (9.0, 3.5))
-        ax.remove()
-        axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
+        fig, ax = _figure((11.0, 3.8) if wide else (9.0, 3.5), ncols=2)
+        axes = [ax, fig.add_subplot(1, 2, 2)]
     for i, ax in enumerate(axes):
         _many_series(ax, len(curves))
         for label, (sizes, acc) in curves.items():
