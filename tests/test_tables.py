@@ -24,8 +24,8 @@ from weightflow_jax.tables import declarations, evaluators, goals as G, publish,
 from weightflow_jax.tables.context import Context
 from weightflow_jax.tables.spec import FlowSpec, Row, Table
 
-ROWS = ("geometric_aligned_ot,euclidean_plain,geometric_aligned_ot_rt,target,snapshots,noisy,"
-        "ensemble")
+ROWS = ("geometric_aligned_ot,euclidean_plain,geometric_aligned_ot_rt,target,snapshots,heldout,"
+        "noisy,ensemble")
 ARGV = ["python", "-m", "experiments.tables", "--table=breast_cancer", "--size=test",
         f"--rows={ROWS}"]
 
@@ -87,7 +87,7 @@ def test_breast_cancer_table_end_to_end(bc):
     assert len(trainer.calls) == 3
     assert [r["key"] for r in table["rows"]] == [
         "euclidean_plain", "geometric_aligned_ot", "geometric_aligned_ot_rt", "target",
-        "snapshots", "noisy", "ensemble"]
+        "snapshots", "heldout", "noisy", "ensemble"]
     assert "`python -m experiments.tables --table=breast_cancer --size=test" in md
     for text in ("size: `test`", "command-line overrides: `seed=0`",
                  "the table's overrides at this size: `model.name=mlp`",
@@ -159,6 +159,58 @@ def test_snapshots_row_is_random_training_snapshots(bc):
     assert row["ensemble_acc"] == pytest.approx(np.mean(ens), abs=1e-6)
     assert f"{evaluators.SNAPSHOT_DRAWS} draws of {flow_num}" in row["note"]
     assert "Random training snapshots (what the flows learn)" in _md(table)
+
+
+def test_heldout_row_is_new_runs_of_the_zoo_config(bc):
+    """One snapshot of every run of a zoo that differs from the table's only in its seed,
+    evaluated like a flow row (novelty included) and reused from its cache."""
+    table, _, kw = bc
+    row = next(r for r in table["rows"] if r["key"] == "heldout")
+    flow_num = max(r["num"] for r in table["rows"] if r["is_flow"])
+    own = zoo_lib.load_zoo(os.path.join(zoo_lib.default_zoo_root(), "breast_cancer_test"))
+    held = zoo_lib.load_zoo(row["heldout_zoo"])
+    assert held.path != own.path and held.num_runs == flow_num == row["num"]
+    assert held.meta["config"]["seed"] == own.meta["config"]["seed"] + evaluators.HELDOUT_SEED_OFFSET
+    for k in ("arch", "num_epochs", "burn_in_epochs", "snapshot_every", "optimizer", "data"):
+        assert held.meta["config"][k] == own.meta["config"][k], k
+    idx = np.asarray(row["snapshot_indices"])
+    np.testing.assert_array_equal(held.run_id[idx], np.arange(flow_num))
+    # new runs: no held-out network equals a snapshot of the table's zoo
+    w0 = np.asarray(held.params[0][0])[idx].reshape(flow_num, -1)
+    own_w0 = np.asarray(own.params[0][0]).reshape(own.num_snapshots, -1)
+    assert np.min(np.abs(w0[:, None, :] - own_w0[None]).max(-1)) > 1e-3
+    x, y = data_lib.load("breast_cancer", "test")
+    ev = pipeline.evaluate_networks(held.select(idx), x, y)
+    np.testing.assert_allclose(row["acc"], ev["acc"], atol=1e-6)
+    assert row["ensemble_acc"] == pytest.approx(ev["ensemble_acc"], abs=1e-6)
+    assert not row["is_flow"] and row["novelty"]["l2_median"] > 0
+    assert "l2_spacing_median" in row["novelty"]
+    assert "New SGD runs, one random snapshot each" in _md(table)
+
+
+def test_heldout_zoo_config_and_draws_are_checked():
+    cfg = zoo_lib.zoo_config("breast_cancer", "test")
+    cfg.unlock()
+    cfg.dir = "/tmp/some_zoo/"
+    held = evaluators.heldout_zoo_config(cfg, 7)
+    assert held.dir == "/tmp/some_zoo_heldout7" and held.num_runs == 7
+    assert held.seed == cfg.seed + evaluators.HELDOUT_SEED_OFFSET and cfg.num_runs != 7
+    assert held.optimizer.to_dict() == cfg.optimizer.to_dict()
+    with pytest.raises(ValueError, match="num_runs"):
+        evaluators.heldout_zoo_config(cfg, 0)
+    with pytest.raises(ValueError, match="offset"):
+        evaluators.heldout_zoo_config(cfg, 3, offset=0)
+    cfg.dir = ""
+    with pytest.raises(ValueError, match="empty dir"):
+        evaluators.heldout_zoo_config(cfg, 3)
+    run_id = np.array([2, 0, 0, 1, 2, 1, 0])
+    idx = evaluators.one_snapshot_per_run(run_id, 0)
+    np.testing.assert_array_equal(run_id[idx], [0, 1, 2])
+    np.testing.assert_array_equal(idx, evaluators.one_snapshot_per_run(run_id, 0))
+    draws = {tuple(evaluators.one_snapshot_per_run(run_id, s)) for s in range(20)}
+    assert len(draws) > 1
+    with pytest.raises(ValueError, match="non-empty"):
+        evaluators.one_snapshot_per_run(np.array([], np.int64), 0)
 
 
 def test_snapshot_draws_are_seeded_distinct_and_checked():
@@ -324,7 +376,7 @@ def test_row_config_variants_and_typed_overrides():
         os.path.join("r", "mnist_cpu", "geometric_aligned_ot")
     assert tables.select_rows("arch_transfer", " geometric_guided , euclidean_unguided") == [
         "euclidean_unguided", "geometric_guided"]
-    assert len(tables.select_rows("breast_cancer", None, "cpu")) == 14
+    assert len(tables.select_rows("breast_cancer", None, "cpu")) == 15
     assert "geometric_aligned_ot_rt" not in tables.select_rows("breast_cancer", None, "default")
     assert tables.sweep_steps(64) == [8, 32, 64]
     assert tables.sweep_steps(512) == [8, 32, 128, 512]

@@ -111,6 +111,9 @@ TRANSFER_STEPS = 5000
 # The flows' own training data: random snapshots, as many as a flow row samples.
 SNAPSHOTS_ROW = Row("snapshots", "Random training snapshots (what the flows learn)",
                     "snapshots")
+# Networks of the same distribution that are not the zoo's: new SGD runs, one network each.
+HELDOUT_ROW = Row("heldout", "New SGD runs, one random snapshot each (not in the zoo)",
+                  "heldout")
 
 
 def _flow_rows(task: str, variants: tuple[str, ...], thesis: dict,
@@ -138,7 +141,7 @@ def _bc_rows(thesis: dict) -> tuple[Row, ...]:
     rows = _flow_rows("breast_cancer", ("plain", "aligned", "aligned_ot"), thesis,
                       {"cpu": BC_RT_STEPS})
     rows += [Row("target", "Target (final snapshots)", "target", thesis=thesis.get("target")),
-             SNAPSHOTS_ROW,
+             SNAPSHOTS_ROW, HELDOUT_ROW,
              Row("noisy", "Checkpoints + Gaussian noise at the samples' nearest distance",
                  "noisy"),
              Row("ensemble", "Ensemble of trained nets", "ensemble")]
@@ -182,7 +185,7 @@ MNIST = Table(
     name="mnist", group="mnist", title="MNIST, MLP 784-10-10: flows vs. the thesis",
     rows=tuple(_flow_rows("mnist", _MNIST_FLOWS, THESIS["mnist"], {"cpu": MNIST_RT_STEPS})) + (
         Row("target", "Target (final snapshots)", "target", thesis=THESIS["mnist"]["target"]),
-        SNAPSHOTS_ROW,
+        SNAPSHOTS_ROW, HELDOUT_ROW,
         Row("noisy", "Checkpoints + Gaussian noise at the samples' nearest distance", "noisy"),
         Row("steps_sweep", "Euler steps vs accuracy (geometric, aligned + OT)", "steps_sweep",
             FlowSpec("mnist", "geometric", "aligned_ot"), extra=True)),

@@ -10,6 +10,9 @@ flows (``noisy``) comes after them. Every sampled row records ``samples_source``
 * ``target`` — the zoo's final snapshots; ``ensemble`` — their posterior predictive;
 * ``snapshots`` — random training snapshots, the distribution every flow row learns,
   drawn as many at a time as a flow row samples (:data:`SNAPSHOT_DRAWS` draws);
+* ``heldout`` — one random snapshot of each of as many *new* SGD runs (a zoo of the same
+  config and another seed) as a flow row samples, with their novelty against the table's
+  zoo: what a flow that generalised perfectly across runs would give;
 * ``noisy`` — checkpoints + Gaussian noise at the best flow row's nearest distance;
 * ``steps_sweep`` — a flow re-sampled with several Euler step counts (extra section);
 * ``transfer`` — a flow sampled for another task / hidden width, optionally guided;
@@ -31,9 +34,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from weightflow_jax import atomic, data as data_lib, evaluation, mlp, pipeline
+from weightflow_jax import zoo as zoo_lib
 from weightflow_jax import sampling as sampling_lib
 from weightflow_jax.tables import context as ctx_lib
 from weightflow_jax.tables.spec import Row
@@ -41,7 +46,8 @@ from weightflow_jax.tables.spec import Row
 __all__ = ["EVALUATORS", "EULER_SWEEP", "FINETUNE", "FINETUNE_BATCH", "FINETUNE_LR",
            "FINETUNE_STEPS", "FINETUNE_EPOCHS", "FINETUNE_STARTS", "REACH", "SGD_CHECK",
            "sweep_steps", "stats_row", "cached_samples", "transfer_settings", "register",
-           "PROMPT_RANGE", "PROMPT_BEYOND", "SNAPSHOT_DRAWS", "snapshot_draws"]
+           "PROMPT_RANGE", "PROMPT_BEYOND", "SNAPSHOT_DRAWS", "snapshot_draws",
+           "HELDOUT_SEED_OFFSET", "heldout_zoo_config", "one_snapshot_per_run"]
 
 EULER_SWEEP = (8, 32, 128, 512)
 # Fine-tuning settings per size: epochs, networks per initialization and seed, seeds.
@@ -52,6 +58,9 @@ FINETUNE_BATCH = 128
 FINETUNE_LR = 1e-3
 # The `snapshots` row: independent draws of random training snapshots.
 SNAPSHOT_DRAWS = 8
+# The `heldout` row's zoo: the table's zoo config with this added to its seed, so that its
+# runs (keys fold_in(key(seed), run)) share none of the table zoo's initialisations or orders.
+HELDOUT_SEED_OFFSET = 1000
 
 Evaluator = Callable[[ctx_lib.Context, Row, list], tuple[dict | None, dict]]
 EVALUATORS: dict[str, Evaluator] = {}
@@ -234,6 +243,65 @@ def snapshots_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dic
     out = stats_row(row, pooled, row_seconds=time.time() - t0, note=note, draws=draws,
                     ensemble_draws=[float(e) for e in ens],
                     snapshot_indices=np.asarray(z.subset)[idx].tolist())
+    _print_row(ctx.table.name, out)
+    return out, {}
+
+
+def heldout_zoo_config(zoo: ml_collections.ConfigDict, num_runs: int,
+                       offset: int = HELDOUT_SEED_OFFSET) -> ml_collections.ConfigDict:
+    """The config of a zoo of ``num_runs`` new runs: ``zoo`` with its seed moved by
+    ``offset`` and its own directory (``<zoo.dir>_heldout<num_runs>``); data, architecture,
+    optimizer and snapshot schedule are the same."""
+    if int(num_runs) < 1:
+        raise ValueError(f"a held-out zoo needs num_runs >= 1, got {num_runs}")
+    if not str(zoo.dir):
+        raise ValueError("the table's zoo config has an empty dir; set zoo.dir")
+    if int(offset) == 0:
+        raise ValueError("offset=0 would rebuild the table's own runs; use a nonzero offset")
+    out = ml_collections.ConfigDict(zoo.to_dict())
+    out.seed = int(zoo.seed) + int(offset)
+    out.num_runs = int(num_runs)
+    out.dir = f"{str(zoo.dir).rstrip(os.sep)}_heldout{int(num_runs)}"
+    return out
+
+
+def one_snapshot_per_run(run_id: np.ndarray, seed: int) -> np.ndarray:
+    """``(num_runs,)`` snapshot index: one uniformly random snapshot of every run, in run
+    order (``numpy`` generator seeded with ``(seed, 13)``)."""
+    run_id = np.asarray(run_id)
+    if run_id.ndim != 1 or run_id.size == 0:
+        raise ValueError(f"run_id must be a non-empty 1-d array, got shape {run_id.shape}")
+    rng = np.random.default_rng((int(seed), 13))
+    return np.array([rng.choice(np.flatnonzero(run_id == r)) for r in np.unique(run_id)])
+
+
+@register("heldout")
+def heldout_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
+    """New SGD runs: what a flow that generalised perfectly across runs would give.
+
+    A zoo of the table's config with another seed (:func:`heldout_zoo_config`) and as many
+    runs as a flow row samples, built once and cached beside the table's zoo; one random
+    snapshot of every run (:func:`one_snapshot_per_run`), evaluated like a flow row's
+    networks, novelty included (aligned to the table zoo's reference, against its
+    checkpoints and spacing). Where the ``snapshots`` row shows the accuracy a perfect flow
+    would reach, this row shows how far from the zoo's checkpoints, and how diverse, networks
+    of that distribution that are *not* the zoo's own are.
+    """
+    t0 = time.time()
+    z = ctx.zoo()
+    num = _flow_num(ctx, rows)
+    cfg = heldout_zoo_config(ctx.config(ctx.reference_flow()).zoo, num)
+    held = zoo_lib.load_zoo(zoo_lib.build_zoo(cfg, progress=ctx.progress))
+    idx = one_snapshot_per_run(held.run_id, ctx.seed)
+    params = held.select(idx)
+    ev = pipeline.evaluate_networks(params, z.x_test, z.y_test)
+    nov = ctx_lib.novelty(z, params)
+    note = (f"one random snapshot of each of {len(idx)} new SGD runs (the zoo's config, seed "
+            f"{int(cfg.seed)}: none of its runs is in the table's zoo), evaluated like a flow "
+            "row, novelty against the table's zoo")
+    out = stats_row(row, ev, novelty=nov, row_seconds=time.time() - t0, note=note,
+                    heldout_zoo=held.path, heldout_seed=int(cfg.seed),
+                    snapshot_indices=idx.tolist())
     _print_row(ctx.table.name, out)
     return out, {}
 

@@ -318,7 +318,8 @@ def render_markdown(table: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_SHORT = {"target": "target", "snapshots": "training snapshots", "noisy": "checkpoints + noise",
+_SHORT = {"target": "target", "snapshots": "training snapshots", "heldout": "new SGD runs",
+          "noisy": "checkpoints + noise",
           "adam": "Adam-trained"}
 
 
