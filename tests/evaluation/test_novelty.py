@@ -131,6 +131,14 @@ def test_noisy_checkpoints_match_target_distance(zoo):
                             step=step)
     assert sorted(sets) == ["checkpoints", "checkpoints+noise", "trained_ensemble"]
     assert ev.final_checkpoints(run_id, step).tolist() == [3, 7]
+    ids = np.array([2, 0, 0, 1, 2, 1, 0])
+    idx = ev.random_checkpoint_per_run(ids, 0)
+    np.testing.assert_array_equal(ids[idx], [0, 1, 2])
+    np.testing.assert_array_equal(idx, ev.random_checkpoint_per_run(ids, 0))
+    draws = {tuple(ev.random_checkpoint_per_run(ids, s)) for s in range(20)}
+    assert len(draws) > 1
+    with pytest.raises(ValueError, match="non-empty"):
+        ev.random_checkpoint_per_run(np.array([], np.int64), 0)
     np.testing.assert_array_equal(sets["trained_ensemble"][0][0], ck[0][0][[3, 7]])
     sel, idx = ev.random_checkpoints(jax.random.key(2), ck, 3)
     np.testing.assert_array_equal(sel[1][1], ck[1][1][idx])

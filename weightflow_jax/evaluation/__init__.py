@@ -14,7 +14,8 @@ Networks are a batch of plain MLP weights: list of ``(W (N, out, in), b (N, out)
 """
 
 from weightflow_jax.evaluation.baselines import (
-    baseline_sets, final_checkpoints, noisy_checkpoints, random_checkpoints)
+    baseline_sets, final_checkpoints, noisy_checkpoints, random_checkpoint_per_run,
+    random_checkpoints)
 from weightflow_jax.evaluation.network_evaluators import (
     AccuracyEvaluator, DiversityEvaluator, EnsembleEvaluator, FinetuneEvaluator,
     NoveltyEvaluator)
@@ -34,7 +35,8 @@ from weightflow_jax.evaluation.markdown import (
     format_mean_std, format_value, markdown_table, results_table)
 
 __all__ = [
-    "baseline_sets", "final_checkpoints", "noisy_checkpoints", "random_checkpoints",
+    "baseline_sets", "final_checkpoints", "noisy_checkpoints", "random_checkpoint_per_run",
+    "random_checkpoints",
     "AccuracyEvaluator", "DiversityEvaluator", "EnsembleEvaluator", "FinetuneEvaluator",
     "NoveltyEvaluator", "OPTIMIZERS", "compare_inits", "finetune_curves", "make_optimizer",
     "seconds_to_reach",

@@ -20,7 +20,8 @@ import numpy as np
 from weightflow_jax import mlp, symmetry
 from weightflow_jax.evaluation.novelty import nearest_neighbors
 
-__all__ = ["random_checkpoints", "final_checkpoints", "noisy_checkpoints", "baseline_sets"]
+__all__ = ["random_checkpoints", "final_checkpoints", "random_checkpoint_per_run",
+           "noisy_checkpoints", "baseline_sets"]
 
 
 def _np(params: mlp.Params) -> mlp.Params:
@@ -50,6 +51,16 @@ def final_checkpoints(run_id: Any, step: Any) -> np.ndarray:
         idx = np.flatnonzero(run_id == r)
         out[i] = idx[np.argmax(step[idx])]
     return out
+
+
+def random_checkpoint_per_run(run_id: Any, seed: int) -> np.ndarray:
+    """``(R,)`` index of one uniformly random checkpoint of every run, by run id (``numpy``
+    generator seeded with ``(seed, 13)``)."""
+    run_id = np.asarray(run_id)
+    if run_id.ndim != 1 or run_id.size == 0:
+        raise ValueError(f"run_id must be a non-empty 1-d array, got shape {run_id.shape}")
+    rng = np.random.default_rng((int(seed), 13))
+    return np.array([rng.choice(np.flatnonzero(run_id == r)) for r in np.unique(run_id)])
 
 
 def noisy_checkpoints(key: jax.Array, checkpoints: mlp.Params, num: int,

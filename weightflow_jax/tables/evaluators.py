@@ -47,7 +47,7 @@ __all__ = ["EVALUATORS", "EULER_SWEEP", "FINETUNE", "FINETUNE_BATCH", "FINETUNE_
            "FINETUNE_STEPS", "FINETUNE_EPOCHS", "FINETUNE_STARTS", "REACH", "SGD_CHECK",
            "sweep_steps", "stats_row", "cached_samples", "transfer_settings", "register",
            "PROMPT_RANGE", "PROMPT_BEYOND", "SNAPSHOT_DRAWS", "snapshot_draws",
-           "HELDOUT_SEED_OFFSET", "heldout_zoo_config", "one_snapshot_per_run"]
+           "HELDOUT_SEED_OFFSET", "heldout_zoo_config"]
 
 EULER_SWEEP = (8, 32, 128, 512)
 # Fine-tuning settings per size: epochs, networks per initialization and seed, seeds.
@@ -265,25 +265,15 @@ def heldout_zoo_config(zoo: ml_collections.ConfigDict, num_runs: int,
     return out
 
 
-def one_snapshot_per_run(run_id: np.ndarray, seed: int) -> np.ndarray:
-    """``(num_runs,)`` snapshot index: one uniformly random snapshot of every run, in run
-    order (``numpy`` generator seeded with ``(seed, 13)``)."""
-    run_id = np.asarray(run_id)
-    if run_id.ndim != 1 or run_id.size == 0:
-        raise ValueError(f"run_id must be a non-empty 1-d array, got shape {run_id.shape}")
-    rng = np.random.default_rng((int(seed), 13))
-    return np.array([rng.choice(np.flatnonzero(run_id == r)) for r in np.unique(run_id)])
-
-
 @register("heldout")
 def heldout_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
     """New SGD runs: what a flow that generalised perfectly across runs would give.
 
     A zoo of the table's config with another seed (:func:`heldout_zoo_config`) and as many
     runs as a flow row samples, built once and cached beside the table's zoo; one random
-    snapshot of every run (:func:`one_snapshot_per_run`), evaluated like a flow row's
-    networks, novelty included (aligned to the table zoo's reference, against its
-    checkpoints and spacing). Where the ``snapshots`` row shows the accuracy a perfect flow
+    snapshot of every run (:func:`evaluation.random_checkpoint_per_run`), evaluated like a
+    flow row's networks, novelty included (aligned to the table zoo's reference, against
+    its checkpoints and spacing). Where the ``snapshots`` row shows the accuracy a perfect flow
     would reach, this row shows how far from the zoo's checkpoints, and how diverse, networks
     of that distribution that are *not* the zoo's own are.
     """
@@ -292,7 +282,7 @@ def heldout_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]
     num = _flow_num(ctx, rows)
     cfg = heldout_zoo_config(ctx.config(ctx.reference_flow()).zoo, num)
     held = zoo_lib.load_zoo(zoo_lib.build_zoo(cfg, progress=ctx.progress))
-    idx = one_snapshot_per_run(held.run_id, ctx.seed)
+    idx = evaluation.random_checkpoint_per_run(held.run_id, ctx.seed)
     params = held.select(idx)
     ev = pipeline.evaluate_networks(params, z.x_test, z.y_test)
     nov = ctx_lib.novelty(z, params)

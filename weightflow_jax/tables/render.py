@@ -319,8 +319,7 @@ def render_markdown(table: Mapping[str, Any]) -> str:
 
 
 _SHORT = {"target": "target", "snapshots": "training snapshots", "heldout": "new SGD runs",
-          "noisy": "checkpoints + noise",
-          "adam": "Adam-trained"}
+          "noisy": "checkpoints + noise", "adam": "Adam-trained"}
 
 
 def _short(row: Mapping[str, Any]) -> str:
