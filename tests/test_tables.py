@@ -234,6 +234,14 @@ def test_json_numbers_equal_markdown(bc):
         nov = r.get("novelty")
         if nov:
             assert f"= {nov['l2_median'] / nov['l2_spacing_median']:.2f}" in " ".join(cells)
+        if nov and "runs_covered" in nov:  # flow and held-out rows; not the noise baseline
+            assert 1 <= nov["runs_covered"] <= min(nov["runs_total"], r["num"])
+            assert f"{r['label']} {nov['runs_covered']} (" in md
+    covered = [r["key"] for r in saved["rows"] if "runs_covered" in (r.get("novelty") or {})]
+    assert covered == ["euclidean_plain", "geometric_aligned_ot", "geometric_aligned_ot_rt",
+                       "heldout"]
+    # A json written before coverage was measured renders without the line.
+    assert render.coverage_line([{"label": "x", "novelty": {"l2_median": 1.0}}]) == ""
     target = next(r for r in saved["rows"] if r["key"] == "target")
     ens = next(r for r in saved["rows"] if r["key"] == "ensemble")
     assert ens["acc_mean"] == target["ensemble_acc"]

@@ -115,7 +115,34 @@ def test_novelty_summary_and_evaluator(zoo):
         np.testing.assert_allclose(res[f"{m}_ratio"],
                                    res[f"{m}_mean"] / res[f"{m}_spacing_mean"], rtol=1e-6)
     assert res["l2_per_network"].shape == (3,)
+    for k, v in ev.run_coverage(res["l2_index_per_network"], run_id).items():
+        assert res[k] == v, k
+    assert res["runs_total"] == RUNS
     assert res["window"] == "whole run"
+
+
+def test_run_coverage_counts_runs_and_matches_random_draws():
+    run_id = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    cov = ev.run_coverage(np.array([0, 2, 1, 5, 9]), run_id)
+    assert cov["runs_total"] == 4 and cov["runs_covered"] == 3
+    assert cov["max_run_share"] == pytest.approx(3 / 5)
+    share = np.array([3, 2, 4, 1]) / 10
+    assert cov["runs_covered_uniform"] == pytest.approx(np.sum(1 - (1 - share) ** 5))
+    # The expectation is what random checkpoints reach, on average.
+    rng = np.random.default_rng(0)
+    draws = [ev.run_coverage(rng.integers(0, 10, 5), run_id)["runs_covered"]
+             for _ in range(4000)]
+    assert np.mean(draws) == pytest.approx(cov["runs_covered_uniform"], abs=0.05)
+    one = ev.run_coverage(np.array([3, 4, 3]), run_id)
+    assert one["runs_covered"] == 1 and one["max_run_share"] == 1.0
+    with pytest.raises(ValueError, match="holds 0..10 but there are 10 checkpoints"):
+        ev.run_coverage(np.array([0, 10]), run_id)
+    with pytest.raises(ValueError, match="non-empty"):
+        ev.run_coverage(np.array([], np.int64), run_id)
+    with pytest.raises(ValueError, match="integer"):
+        ev.run_coverage(np.array([0.0, 1.0]), run_id)
+    with pytest.raises(ValueError, match="run_id must be"):
+        ev.run_coverage(np.array([0]), run_id.reshape(2, 5))
 
 
 def test_noisy_checkpoints_match_target_distance(zoo):

@@ -110,12 +110,14 @@ class NoveltyEvaluator:
         return self._spacing
 
     def run(self, params: mlp.Params) -> dict[str, Any]:
-        """Returns :func:`novelty.novelty_summary` plus ``l2_per_network`` and
-        ``geodesic_per_network`` arrays and the nearest checkpoints' indices."""
+        """Returns :func:`novelty.novelty_summary` and :func:`novelty.run_coverage` (of the
+        L2-nearest checkpoints) plus ``l2_per_network`` and ``geodesic_per_network`` arrays
+        and the nearest checkpoints' indices."""
         near = novelty.nearest_checkpoint(params, self.checkpoints, self.reference,
                                           canonical_mode=self.canonical_mode,
                                           align=self.align)
         out: dict[str, Any] = novelty.novelty_summary(near, self.spacing())
+        out.update(novelty.run_coverage(near["l2_index"], self.run_id))
         out["window"] = "whole run" if self.window is None else int(self.window)
         out["l2_per_network"] = near["l2"]
         out["geodesic_per_network"] = near["geodesic"]

@@ -45,6 +45,7 @@ __all__ = [
     "checkpoint_spacing",
     "run_positions",
     "novelty_summary",
+    "run_coverage",
 ]
 
 WHOLE_RUN = 2 ** 30  # a window that excludes every checkpoint of the same run
@@ -325,3 +326,49 @@ def novelty_summary(nearest: dict[str, np.ndarray],
                 out[f"{m}_ratio"] = float(d.mean() / max(s.mean(), 1e-30))
                 out[f"{m}_frac_below_spacing"] = float(np.mean(d < np.median(s)))
     return out
+
+
+def run_coverage(nearest_index: Any, run_id: Any) -> dict[str, float]:
+    """How many of the zoo's training runs the samples land near.
+
+    Each sample is attributed to the run of its nearest checkpoint. A generator that covers
+    its zoo like random draws from it reaches about as many runs as ``n`` draws of a
+    checkpoint would; one that collapses onto a few trajectories reaches fewer. This is also
+    the ceiling of an ensemble of the samples: networks from the same run agree with each
+    other more than networks of different runs do.
+
+    Args:
+      nearest_index: ``(n,)`` index of each sample's nearest checkpoint (e.g.
+        :func:`nearest_checkpoint`'s ``l2_index``).
+      run_id: ``(N,)`` training run of each checkpoint.
+
+    Returns:
+      ``runs_total`` (runs among the checkpoints), ``runs_covered`` (distinct runs of the
+      samples' nearest checkpoints), ``runs_covered_uniform`` (the expected number of
+      distinct runs when each of the ``n`` samples is a checkpoint drawn uniformly at random:
+      ``sum_r 1 - (1 - p_r)^n`` with ``p_r`` run ``r``'s share of the checkpoints) and
+      ``max_run_share`` (the largest fraction of the samples attributed to one run).
+
+    Raises:
+      ValueError: an empty or non-integer ``nearest_index``, an index outside the
+        checkpoints, or a ``run_id`` that is not one-dimensional.
+    """
+    run_id = np.asarray(run_id)
+    idx = np.asarray(nearest_index)
+    if run_id.ndim != 1 or run_id.size == 0:
+        raise ValueError(f"run_id must be a non-empty (N,) array of the checkpoints' runs, "
+                         f"got shape {run_id.shape}")
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"nearest_index must be a non-empty (n,) integer array (e.g. "
+                         f"nearest_checkpoint(...)['l2_index']), got {idx.dtype} {idx.shape}")
+    if idx.min() < 0 or idx.max() >= run_id.size:
+        raise ValueError(f"nearest_index holds {int(idx.min())}..{int(idx.max())} but there "
+                         f"are {run_id.size} checkpoints; pass the run_id of the same "
+                         f"checkpoints the nearest neighbours were searched in")
+    _, counts = np.unique(run_id, return_counts=True)
+    share = counts / run_id.size
+    n = idx.size
+    _, hits = np.unique(run_id[idx], return_counts=True)
+    return {"runs_total": int(counts.size), "runs_covered": int(hits.size),
+            "runs_covered_uniform": float(np.sum(1.0 - (1.0 - share) ** n)),
+            "max_run_share": float(hits.max() / n)}

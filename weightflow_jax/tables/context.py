@@ -34,6 +34,9 @@ __all__ = ["TrainFn", "MAX_CHECKPOINTS", "SPACING_QUERIES", "read_json", "cached
 TrainFn = Callable[..., dict]
 MAX_CHECKPOINTS = 20_000   # novelty: random subset of the aligned checkpoints
 SPACING_QUERIES = 256      # novelty: checkpoints whose spacing is measured
+# Version of what a row's novelty.json holds; a cache without it is recomputed (2: the
+# zoo runs the samples land near, evaluation.run_coverage).
+NOVELTY_FIELDS = 2
 
 
 def cached(path: str, key: Mapping[str, Any], compute: Callable[[], dict]) -> tuple[dict, bool]:
@@ -221,10 +224,13 @@ def zoo_context(config: ml_collections.ConfigDict, *, seed: int = 0,
 
 
 def novelty(ctx: ZooContext, samples: mlp.Params) -> dict[str, Any]:
-    """Nearest aligned checkpoint of each of ``samples`` against ``ctx``'s spacing."""
+    """Nearest aligned checkpoint of each of ``samples`` against ``ctx``'s spacing, and the
+    zoo runs those checkpoints belong to (:func:`evaluation.run_coverage`)."""
     nearest = evaluation.nearest_checkpoint(samples, ctx.checkpoints, ctx.reference,
                                             canonical_mode="exact")
     out = evaluation.novelty_summary(nearest, ctx.spacing)
+    out.update(evaluation.run_coverage(nearest["l2_index"],
+                                       np.asarray(ctx.zoo.run_id)[ctx.subset]))
     out["num_checkpoints"] = int(len(ctx.subset))
     out["num_spacing_queries"] = int(np.asarray(ctx.spacing["l2"]).size)
     return out
@@ -235,7 +241,8 @@ def row_novelty(ctx: ZooContext, workdir: str) -> dict[str, Any]:
     path = os.path.join(workdir, "samples.npz")
     st = os.stat(path)
     key = {"samples": [st.st_mtime_ns, st.st_size], "checkpoints": int(len(ctx.subset)),
-           "seed": ctx.seed, "zoo": ctx.zoo.path, "spacing_n": int(ctx.spacing["l2"].size)}
+           "seed": ctx.seed, "zoo": ctx.zoo.path, "spacing_n": int(ctx.spacing["l2"].size),
+           "fields": NOVELTY_FIELDS}
 
     def compute():
         try:

@@ -237,6 +237,23 @@ def zoo_f(v: Any) -> str:
     return _f(v, 4)
 
 
+def coverage_line(rows: list[Mapping[str, Any]]) -> str:
+    """One sentence: how many zoo runs each row's networks land near, against random
+    checkpoints (:func:`weightflow_jax.evaluation.run_coverage`); ``""`` when no row has it
+    (e.g. a table rendered from a json written before it was measured)."""
+    have = [r for r in rows if (r.get("novelty") or {}).get("runs_covered") is not None]
+    if not have:
+        return ""
+    total = have[0]["novelty"]["runs_total"]
+    parts = [f"{r['label']} {r['novelty']['runs_covered']} "
+             f"({r['novelty']['runs_covered_uniform']:.1f}; at most "
+             f"{r['novelty']['max_run_share']:.0%} at one run)" for r in have]
+    return (f"Runs covered: of the zoo's {total} training runs, how many hold the nearest "
+            f"checkpoint of at least one of a row's networks (in brackets: the number "
+            f"expected if each network were a training checkpoint drawn at random): "
+            + "; ".join(parts) + ".")
+
+
 def render_markdown(table: Mapping[str, Any]) -> str:
     """The ``results/<table>.md`` text of a table dict (see ``runner.build_table``)."""
     lines = _header(table) + [
@@ -262,6 +279,9 @@ def render_markdown(table: Mapping[str, Any]) -> str:
         lines += [f"Novelty uses {ns['num_checkpoints']} of the zoo's {ns['num_snapshots']} "
                   f"snapshots (aligned, random subset, seed {ns['seed']}); spacing measured "
                   f"for {ns['spacing_queries']} of them. Zoo: `{ns['zoo']}`.", ""]
+        cov = coverage_line(table["rows"])
+        if cov:
+            lines += [cov, ""]
     if "steps_sweep" in ex:
         sw = ex["steps_sweep"]
         body = [[p["steps"], _ms(p["acc_mean"], p["acc_std"]),
