@@ -121,6 +121,61 @@ def test_novelty_summary_and_evaluator(zoo):
     assert res["window"] == "whole run"
 
 
+def test_nearest_per_run_pairwise_refines_the_reference_alignment(zoo):
+    ref, ck, run_id, step = zoo
+    rng = np.random.default_rng(1)
+    queries = _np(symmetry.align([(w[:5] + 0.3 * rng.normal(size=w[:5].shape),
+                                   b[:5] + 0.3 * rng.normal(size=b[:5].shape)) for w, b in ck],
+                                 ref))
+    base, _ = ev.nearest_neighbors(queries, ck, symmetry.euclidean_spec(3))
+    d, idx = ev.nearest_per_run_pairwise(queries, ck, run_id)
+    assert np.all(d <= base + 1e-5) and np.all(idx >= 0)
+    for i in range(5):  # the distance is the one of a permuted query to that checkpoint
+        q = [(w[i], b[i]) for w, b in queries]
+        c = [(w[idx[i]], b[idx[i]]) for w, b in ck]
+        perms = symmetry.weight_matching(q, c)
+        want = min(float(np.linalg.norm(_flat(symmetry.permute(q, perms)) - _flat(c))),
+                   float(np.linalg.norm(_flat(q) - _flat(c))))
+        np.testing.assert_allclose(d[i], want, rtol=1e-5)
+    # A checkpoint with its neurons shuffled (not re-aligned to the reference) is at
+    # distance 0 of its run's candidate: each run gets its own permutation.
+    perms = [rng.permutation(h) for h in SIZES[1:-1]]
+    shuffled = symmetry.permute([(w[5], b[5]) for w, b in ck], perms)
+    one = [(np.asarray(w)[None], np.asarray(b)[None]) for w, b in shuffled]
+    two = [(w[[0, 5]], b[[0, 5]]) for w, b in ck]
+    assert ev.nearest_neighbors(one, two, symmetry.euclidean_spec(3))[0][0] > 0.5
+    d1, i1 = ev.nearest_per_run_pairwise(one, two, run_id[[0, 5]])
+    assert d1[0] < 1e-4 and i1[0] == 1
+    # exclude_run: never a checkpoint of the excluded run; a query with no run left: inf.
+    d2, i2 = ev.nearest_per_run_pairwise(queries, ck, run_id, exclude_run=np.zeros(5))
+    assert np.all(run_id[i2] == 1)
+    d3, i3 = ev.nearest_per_run_pairwise(one, [(w[5:6], b[5:6]) for w, b in ck],
+                                         run_id[5:6], exclude_run=[1])
+    assert np.isinf(d3[0]) and i3[0] == -1
+    with pytest.raises(ValueError, match=r"run_id must be shaped \(8,\)"):
+        ev.nearest_per_run_pairwise(queries, ck, run_id[:3])
+    with pytest.raises(ValueError, match=r"exclude_run must be shaped \(5,\)"):
+        ev.nearest_per_run_pairwise(queries, ck, run_id, exclude_run=[0])
+
+
+def test_pairwise_spacing_and_nearest_checkpoint(zoo):
+    ref, ck, run_id, step = zoo
+    plain = ev.checkpoint_spacing(ck, run_id, order=step)
+    pair = ev.checkpoint_spacing(ck, run_id, order=step, pairwise=True)
+    assert np.all(pair["l2"] <= plain["l2"] + 1e-5)
+    assert np.all(run_id[pair["l2_index"]] != run_id)
+    np.testing.assert_array_equal(pair["geodesic"], plain["geodesic"])
+    with pytest.raises(ValueError, match="pass window=None"):
+        ev.checkpoint_spacing(ck, run_id, order=step, window=1, pairwise=True)
+    samples = [(w[:3] + 0.2, b[:3]) for w, b in ck]
+    near = ev.nearest_checkpoint(samples, ck, ref, run_id=run_id)
+    aligned = _np(symmetry.align(samples, ref))
+    d, i = ev.nearest_per_run_pairwise(aligned, ck, run_id)
+    np.testing.assert_allclose(near["l2"], d, rtol=1e-6)
+    assert near["l2_index"].tolist() == i.tolist()
+    assert np.all(near["l2"] <= ev.nearest_checkpoint(samples, ck, ref)["l2"] + 1e-5)
+
+
 def test_run_coverage_counts_runs_and_matches_random_draws():
     run_id = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
     cov = ev.run_coverage(np.array([0, 2, 1, 5, 9]), run_id)

@@ -25,8 +25,8 @@ from weightflow_jax.evaluation.metrics import (
     accuracy_and_loss, check_task, ci95_half_width, diversity, ensemble_curve, ensemble_curve_from_probs, jsd,
     logits, mean_pairwise_jsd, mean_std, num_networks, probabilities)
 from weightflow_jax.evaluation.novelty import (
-    WHOLE_RUN, checkpoint_spacing, nearest_checkpoint, nearest_neighbors, novelty_summary,
-    run_coverage, run_positions)
+    WHOLE_RUN, checkpoint_spacing, nearest_checkpoint, nearest_neighbors,
+    nearest_per_run_pairwise, novelty_summary, run_coverage, run_positions)
 from weightflow_jax.evaluation.plots import (
     ensemble_zoom, plot_accuracy_histograms, plot_ensemble_curve, plot_finetune_curves,
     plot_prompt_alignment, plot_steps_vs_accuracy, save_figure)
@@ -43,7 +43,8 @@ __all__ = [
     "random_init", "accuracy_and_loss", "check_task", "ci95_half_width", "diversity", "ensemble_curve",
     "ensemble_curve_from_probs", "jsd", "logits", "mean_pairwise_jsd", "mean_std",
     "num_networks", "probabilities", "WHOLE_RUN", "checkpoint_spacing", "nearest_checkpoint",
-    "nearest_neighbors", "novelty_summary", "run_coverage", "run_positions",
+    "nearest_neighbors", "nearest_per_run_pairwise", "novelty_summary", "run_coverage",
+    "run_positions",
     "plot_accuracy_histograms",
     "plot_ensemble_curve", "ensemble_zoom", "plot_finetune_curves", "plot_steps_vs_accuracy",
     "save_figure",

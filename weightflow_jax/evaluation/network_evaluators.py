@@ -86,6 +86,8 @@ class NoveltyEvaluator:
 
     The spacing (computed once, lazily) uses ``num_spacing_queries`` random checkpoints and
     excludes same-run neighbours within ``window`` snapshots (``None``: the whole run).
+    With ``window=None`` and ``align``, L2 distances are up to permutation, each run
+    aligned on its own (:func:`novelty.nearest_per_run_pairwise`), for samples and spacing.
     """
 
     def __init__(self, checkpoints: mlp.Params, reference: mlp.Params, run_id: Any, *,
@@ -98,6 +100,9 @@ class NoveltyEvaluator:
         self.run_id, self.order, self.window = np.asarray(run_id), order, window
         self.num_spacing_queries, self.canonical_mode = num_spacing_queries, canonical_mode
         self.seed, self.align = seed, align
+        # Up to permutation, each run aligned on its own (novelty module docstring): only
+        # where spacing compares whole runs and samples are aligned.
+        self.pairwise = window is None and align
         self._spacing: dict | None = None
 
     def spacing(self) -> dict[str, np.ndarray]:
@@ -106,7 +111,7 @@ class NoveltyEvaluator:
             self._spacing = novelty.checkpoint_spacing(
                 self.checkpoints, self.run_id, order=self.order, window=self.window,
                 num_queries=self.num_spacing_queries, seed=self.seed,
-                canonical_mode=self.canonical_mode)
+                canonical_mode=self.canonical_mode, pairwise=self.pairwise)
         return self._spacing
 
     def run(self, params: mlp.Params) -> dict[str, Any]:
@@ -115,7 +120,8 @@ class NoveltyEvaluator:
         and the nearest checkpoints' indices."""
         near = novelty.nearest_checkpoint(params, self.checkpoints, self.reference,
                                           canonical_mode=self.canonical_mode,
-                                          align=self.align)
+                                          align=self.align,
+                                          run_id=self.run_id if self.pairwise else None)
         out: dict[str, Any] = novelty.novelty_summary(near, self.spacing())
         out.update(novelty.run_coverage(near["l2_index"], self.run_id))
         out["window"] = "whole run" if self.window is None else int(self.window)

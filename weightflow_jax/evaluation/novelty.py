@@ -12,6 +12,16 @@ after removing the permutation symmetry:
   hidden neuron's sphere and for the last-layer sphere, Euclidean on biases and (exact
   mode) ``log_scale``; this also removes the positive-scaling symmetry.
 
+Up to permutation (``run_id`` given): one shared reference makes every distance an upper
+bound on the least distance over hidden-neuron permutations, and it favours the
+reference's own run for networks far from everything (weight matching to the reference
+chooses the permutation that brings them closest to it, not to the checkpoint that is
+really nearest). With the checkpoints' ``run_id``, the ``l2`` distance is refined: the
+sample is re-aligned by weight matching to the (reference-aligned) nearest checkpoint of
+every run and the least distance is kept, so each run gets its own best permutation
+(:func:`nearest_per_run_pairwise`). :func:`checkpoint_spacing` does the same with
+``pairwise=True``; the tables use both. ``geodesic`` stays reference-aligned.
+
 Reference scale: :func:`checkpoint_spacing` gives each checkpoint's distance to its
 nearest *other* checkpoint, excluding the checkpoints of the same run within ``window``
 snapshots of it (``window=None`` excludes the whole run, so it measures the distance
@@ -45,6 +55,7 @@ __all__ = [
     "checkpoint_spacing",
     "run_positions",
     "novelty_summary",
+    "nearest_per_run_pairwise",
     "run_coverage",
 ]
 
@@ -194,9 +205,85 @@ def _canonical(params: mlp.Params, mode: str) -> symmetry.Canonical:
     return jax.tree.map(np.asarray, c)
 
 
+def _permute_np(params: list, perms: list) -> list:
+    """:func:`symmetry.permute` of one network, in numpy."""
+    out = []
+    for l, (w, b) in enumerate(params):
+        if l < len(perms):
+            w, b = w[perms[l]], b[perms[l]]
+        if l > 0:
+            w = w[:, perms[l - 1]]
+        out.append((w, b))
+    return out
+
+
+def _sq_l2(a: list, b: list) -> float:
+    return float(sum(np.sum((np.asarray(wa, np.float64) - wb) ** 2)
+                     + np.sum((np.asarray(ba, np.float64) - bb) ** 2)
+                     for (wa, ba), (wb, bb) in zip(a, b)))
+
+
+def nearest_per_run_pairwise(queries: mlp.Params, checkpoints: mlp.Params, run_id: Any, *,
+                             exclude_run: Any | None = None, max_iter: int = 100,
+                             query_chunk: int = 64, ref_chunk: int = 2048
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """L2 distance of every query to its nearest checkpoint, each run aligned on its own.
+
+    For every run, the query's nearest checkpoint of that run under the shared reference
+    alignment is the candidate; the query is then aligned to the candidate itself by
+    weight matching (:func:`symmetry.weight_matching`, which starts from the identity and
+    only accepts improvements, so a candidate is never further than before) and the least
+    distance over runs is returned. The result is never larger than the reference-aligned
+    nearest distance (that checkpoint is its run's candidate).
+
+    Args:
+      queries: ``n`` networks, plain weights, aligned to the checkpoints' reference.
+      checkpoints: ``N`` networks aligned to the same reference.
+      run_id: ``(N,)`` training run of each checkpoint.
+      exclude_run: ``None`` or ``(n,)``: the run whose checkpoints query ``i`` may not use
+        (a checkpoint's own run, for :func:`checkpoint_spacing`).
+      max_iter: weight-matching sweeps per pair.
+
+    Returns:
+      ``(distance (n,) float32, index (n,) int64)``; ``inf`` / ``-1`` where no run is
+      allowed.
+    """
+    sizes = mlp.validate(checkpoints, batched=True, check_finite=False)
+    q_np, c_np = _as_np(queries), _as_np(checkpoints)
+    n, big_n = int(q_np[0][0].shape[0]), int(c_np[0][0].shape[0])
+    run_id = np.asarray(run_id, np.int64)
+    if run_id.shape != (big_n,):
+        raise ValueError(f"run_id must be shaped ({big_n},) (one run per checkpoint), got "
+                         f"{run_id.shape}")
+    if exclude_run is not None:
+        exclude_run = np.asarray(exclude_run, np.int64)
+        if exclude_run.shape != (n,):
+            raise ValueError(f"exclude_run must be shaped ({n},) (one run per query), got "
+                             f"{exclude_run.shape}")
+    spec = symmetry.euclidean_spec(len(sizes) - 1)
+    best = np.full(n, np.inf, np.float64)
+    best_i = np.full(n, -1, np.int64)
+    for r in np.unique(run_id):
+        idx = np.flatnonzero(run_id == r)
+        _, loc = nearest_neighbors(q_np, [(w[idx], b[idx]) for w, b in c_np], spec,
+                                   query_chunk=query_chunk, ref_chunk=ref_chunk)
+        for i in range(n):
+            if exclude_run is not None and exclude_run[i] == r:
+                continue
+            j = int(idx[loc[i]])
+            q = [(w[i], b[i]) for w, b in q_np]
+            c = [(w[j], b[j]) for w, b in c_np]
+            perms = symmetry.weight_matching(q, c, max_iter=max_iter)
+            d = min(_sq_l2(_permute_np(q, perms), c), _sq_l2(q, c))
+            if d < best[i]:
+                best[i], best_i[i] = d, j
+    return np.sqrt(best).astype(np.float32), best_i
+
+
 def nearest_checkpoint(samples: mlp.Params, checkpoints: mlp.Params,
                        reference: mlp.Params | None = None, *, canonical_mode: str = "exact",
                        align: bool = True, align_max_iter: int = 100,
+                       run_id: Any | None = None,
                        k_candidates: int = 8, query_chunk: int = 64, ref_chunk: int = 2048
                        ) -> dict[str, np.ndarray]:
     """Distance of every sample to its nearest checkpoint (module docstring).
@@ -207,6 +294,9 @@ def nearest_checkpoint(samples: mlp.Params, checkpoints: mlp.Params,
       reference: the single network the zoo was aligned to; needed when ``align``.
       canonical_mode: canonical form of the geodesic metric (``"exact"`` or ``"thesis"``).
       align: align each sample to ``reference`` first (weight matching).
+      run_id: ``(N,)`` run of each checkpoint: refine ``l2`` up to permutation, each run
+        aligned on its own (:func:`nearest_per_run_pairwise`); ``None``: the shared
+        reference alignment only.
 
     Returns:
       dict ``l2 (n,)``, ``l2_index (n,)``, ``geodesic (n,)``, ``geodesic_index (n,)``.
@@ -225,7 +315,13 @@ def nearest_checkpoint(samples: mlp.Params, checkpoints: mlp.Params,
         samples = _as_np(symmetry.align(samples, _as_np(reference), max_iter=align_max_iter))
     n_layers = len(sizes) - 1
     kw = dict(k_candidates=k_candidates, query_chunk=query_chunk, ref_chunk=ref_chunk)
-    l2, l2_i = nearest_neighbors(samples, checkpoints, symmetry.euclidean_spec(n_layers), **kw)
+    if run_id is None:
+        l2, l2_i = nearest_neighbors(samples, checkpoints, symmetry.euclidean_spec(n_layers),
+                                     **kw)
+    else:
+        l2, l2_i = nearest_per_run_pairwise(samples, checkpoints, run_id,
+                                            max_iter=align_max_iter, query_chunk=query_chunk,
+                                            ref_chunk=ref_chunk)
     geo, geo_i = nearest_neighbors(_canonical(samples, canonical_mode),
                                    _canonical(checkpoints, canonical_mode),
                                    symmetry.manifold_spec(n_layers, canonical_mode), **kw)
@@ -253,7 +349,8 @@ def run_positions(run_id: Any, order: Any | None = None) -> np.ndarray:
 
 def checkpoint_spacing(checkpoints: mlp.Params, run_id: Any, *, order: Any | None = None,
                        window: int | None = None, num_queries: int | None = None,
-                       seed: int = 0, canonical_mode: str = "exact", k_candidates: int = 8,
+                       seed: int = 0, canonical_mode: str = "exact", pairwise: bool = False,
+                       k_candidates: int = 8,
                        query_chunk: int = 64, ref_chunk: int = 2048
                        ) -> dict[str, np.ndarray]:
     """Nearest-neighbour distance of checkpoints to the other checkpoints.
@@ -266,6 +363,8 @@ def checkpoint_spacing(checkpoints: mlp.Params, run_id: Any, *, order: Any | Non
         the whole run (distance to *other* runs), ``0`` only the checkpoint itself.
       num_queries: score a random subset of this many checkpoints (``None``: all).
       seed: seed of that subset.
+      pairwise: refine ``l2`` up to permutation, each other run aligned on its own
+        (:func:`nearest_per_run_pairwise`); needs ``window=None``.
 
     Returns:
       dict ``l2``, ``l2_index``, ``geodesic``, ``geodesic_index`` (``(q,)`` each) and
@@ -277,6 +376,9 @@ def checkpoint_spacing(checkpoints: mlp.Params, run_id: Any, *, order: Any | Non
     run_id = np.asarray(run_id, np.int64)
     if run_id.shape != (big_n,):
         raise ValueError(f"run_id must be shaped ({big_n},), got {run_id.shape}")
+    if pairwise and window is not None:
+        raise ValueError("pairwise spacing compares a checkpoint with the other runs only: "
+                         f"pass window=None (got window={window})")
     pos = run_positions(run_id, order)
     if num_queries is None or int(num_queries) >= big_n:
         qidx = np.arange(big_n)
@@ -288,7 +390,13 @@ def checkpoint_spacing(checkpoints: mlp.Params, run_id: Any, *, order: Any | Non
     kw = dict(k_candidates=k_candidates, query_chunk=query_chunk, ref_chunk=ref_chunk,
               exclude=excl)
     queries = [(w[qidx], b[qidx]) for w, b in checkpoints]
-    l2, l2_i = nearest_neighbors(queries, checkpoints, symmetry.euclidean_spec(n_layers), **kw)
+    if pairwise:
+        l2, l2_i = nearest_per_run_pairwise(queries, checkpoints, run_id,
+                                            exclude_run=run_id[qidx], query_chunk=query_chunk,
+                                            ref_chunk=ref_chunk)
+    else:
+        l2, l2_i = nearest_neighbors(queries, checkpoints, symmetry.euclidean_spec(n_layers),
+                                     **kw)
     canon = _canonical(checkpoints, canonical_mode)
     geo, geo_i = nearest_neighbors(jax.tree.map(lambda a: a[qidx], canon), canon,
                                    symmetry.manifold_spec(n_layers, canonical_mode), **kw)

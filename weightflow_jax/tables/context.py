@@ -35,8 +35,9 @@ TrainFn = Callable[..., dict]
 MAX_CHECKPOINTS = 20_000   # novelty: random subset of the aligned checkpoints
 SPACING_QUERIES = 256      # novelty: checkpoints whose spacing is measured
 # Version of what a row's novelty.json holds; a cache without it is recomputed (2: the
-# zoo runs the samples land near, evaluation.run_coverage).
-NOVELTY_FIELDS = 2
+# zoo runs the samples land near, evaluation.run_coverage; 3: l2 up to permutation, each
+# run aligned on its own).
+NOVELTY_FIELDS = 3
 
 
 def cached(path: str, key: Mapping[str, Any], compute: Callable[[], dict]) -> tuple[dict, bool]:
@@ -208,12 +209,13 @@ def zoo_context(config: ml_collections.ConfigDict, *, seed: int = 0,
 
     def compute():
         sp = evaluation.checkpoint_spacing(ckpts, run_id, order=step, window=None,
-                                           num_queries=int(spacing_queries), seed=int(seed))
+                                           num_queries=int(spacing_queries), seed=int(seed),
+                                           pairwise=True)
         return {k: np.asarray(v).tolist() for k, v in sp.items()}
 
     key = {"zoo": os.path.abspath(path), "fingerprint": zoo.meta.get("config_fingerprint"),
            "created": zoo.meta.get("created"), "n": int(len(subset)), "seed": int(seed),
-           "queries": int(spacing_queries), "reference": pre.key}
+           "queries": int(spacing_queries), "reference": pre.key, "pairwise": True}
     if cache_dir:
         value, _ = cached(os.path.join(cache_dir, "spacing.json"), key, compute)
     else:
@@ -224,13 +226,14 @@ def zoo_context(config: ml_collections.ConfigDict, *, seed: int = 0,
 
 
 def novelty(ctx: ZooContext, samples: mlp.Params) -> dict[str, Any]:
-    """Nearest aligned checkpoint of each of ``samples`` against ``ctx``'s spacing, and the
-    zoo runs those checkpoints belong to (:func:`evaluation.run_coverage`)."""
+    """Nearest checkpoint of each of ``samples`` up to permutation (each run aligned on its
+    own), against ``ctx``'s spacing (measured the same way), and the zoo runs those
+    checkpoints belong to (:func:`evaluation.run_coverage`)."""
+    run_id = np.asarray(ctx.zoo.run_id)[ctx.subset]
     nearest = evaluation.nearest_checkpoint(samples, ctx.checkpoints, ctx.reference,
-                                            canonical_mode="exact")
+                                            canonical_mode="exact", run_id=run_id)
     out = evaluation.novelty_summary(nearest, ctx.spacing)
-    out.update(evaluation.run_coverage(nearest["l2_index"],
-                                       np.asarray(ctx.zoo.run_id)[ctx.subset]))
+    out.update(evaluation.run_coverage(nearest["l2_index"], run_id))
     out["num_checkpoints"] = int(len(ctx.subset))
     out["num_spacing_queries"] = int(np.asarray(ctx.spacing["l2"]).size)
     return out
