@@ -297,7 +297,9 @@ class SgdCheck:
 @dataclasses.dataclass(frozen=True)
 class NotCopies:
     """Samples are not copies of training checkpoints: a flow row's median L2 distance to
-    its nearest aligned checkpoint > ``fraction`` x the median checkpoint spacing. Counted
+    its nearest checkpoint (up to permutation, each run aligned on its own:
+    :func:`weightflow_jax.evaluation.nearest_per_run_pairwise`) > ``fraction`` x the median
+    checkpoint spacing (measured the same way). Counted
     only for rows that work: mean accuracy >= ``works`` x the target row's (else 'not
     meaningful': networks that do not work are trivially far from every checkpoint)."""
 
@@ -308,9 +310,9 @@ class NotCopies:
     @property
     def definition(self) -> str:
         return (f"samples are not copies: a flow row's median L2 distance to its nearest "
-                f"aligned training checkpoint > {self.fraction:g} x the median checkpoint "
-                f"spacing (distance of a checkpoint to the nearest checkpoint of another "
-                f"training run); counted for rows that work (accuracy mean >= {self.works:g} "
+                f"training checkpoint (up to permutation) > {self.fraction:g} x the median "
+                f"checkpoint spacing (distance of a checkpoint to the nearest checkpoint of "
+                f"another training run, the same way); counted for rows that work (accuracy mean >= {self.works:g} "
                 f"x the target row's), else 'not meaningful'")
 
     def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
