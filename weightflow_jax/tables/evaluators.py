@@ -170,19 +170,16 @@ def noisy_row(ctx: ctx_lib.Context, row: Row, rows: list) -> tuple[dict, dict]:
     noisy, info = evaluation.noisy_checkpoints(jax.random.key(ctx.seed), z.checkpoints, num,
                                                target)
     ev = pipeline.evaluate_networks(noisy, z.x_test, z.y_test)
-    d = np.asarray(info["distances"], np.float64)
-    sp = z.spacing["l2"][np.isfinite(z.spacing["l2"])]
-    nov = {"l2_mean": float(d.mean()), "l2_median": float(np.median(d)),
-           "l2_min": float(d.min()), "num_checkpoints": int(len(z.subset))}
-    if sp.size:
-        nov["l2_spacing_median"] = float(np.median(sp))
-        nov["l2_spacing_mean"] = float(sp.mean())
+    # Calibrated with the fast reference-aligned search; reported like the flow rows (up to
+    # permutation), so the column compares like with like.
+    nov = ctx_lib.novelty(z, noisy)
     note = (f"σ={info['sigma']:.4g} per weight, calibrated so the mean L2 distance to the "
-            f"nearest checkpoint is {info['mean_distance']:.4g} = the median of "
-            f"'{best['label']}' (the flow row with the best accuracy)")
+            f"nearest checkpoint (reference-aligned search) is {info['mean_distance']:.4g} = "
+            f"the median of '{best['label']}' (the flow row with the best accuracy); its "
+            f"column is measured like the flows' (up to permutation)")
     out = stats_row(row, ev, novelty=nov, row_seconds=time.time() - t0, note=note,
                     matched_row=best["key"], sigma=float(info["sigma"]),
-                    target_distance=target)
+                    target_distance=target, calibrated_distance=float(info["mean_distance"]))
     _print_row(ctx.table.name, out)
     return out, {}
 
