@@ -441,9 +441,9 @@ def run_coverage(nearest_index: Any, run_id: Any) -> dict[str, float]:
 
     Each sample is attributed to the run of its nearest checkpoint. A generator that covers
     its zoo like random draws from it reaches about as many runs as ``n`` draws of a
-    checkpoint would; one that collapses onto a few trajectories reaches fewer. This is also
-    the ceiling of an ensemble of the samples: networks from the same run agree with each
-    other more than networks of different runs do.
+    checkpoint would; one that collapses onto a few trajectories reaches fewer. It bears on
+    an ensemble of the samples: networks near the same run agree with each other more than
+    networks of different runs do.
 
     Args:
       nearest_index: ``(n,)`` index of each sample's nearest checkpoint (e.g.
