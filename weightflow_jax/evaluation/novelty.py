@@ -205,18 +205,6 @@ def _canonical(params: mlp.Params, mode: str) -> symmetry.Canonical:
     return jax.tree.map(np.asarray, c)
 
 
-def _permute_np(params: list, perms: list) -> list:
-    """:func:`symmetry.permute` of one network, in numpy."""
-    out = []
-    for l, (w, b) in enumerate(params):
-        if l < len(perms):
-            w, b = w[perms[l]], b[perms[l]]
-        if l > 0:
-            w = w[:, perms[l - 1]]
-        out.append((w, b))
-    return out
-
-
 def _sq_l2(a: list, b: list) -> float:
     return float(sum(np.sum((np.asarray(wa, np.float64) - wb) ** 2)
                      + np.sum((np.asarray(ba, np.float64) - bb) ** 2)
@@ -261,20 +249,20 @@ def nearest_per_run_pairwise(queries: mlp.Params, checkpoints: mlp.Params, run_i
             raise ValueError(f"exclude_run must be shaped ({n},) (one run per query), got "
                              f"{exclude_run.shape}")
     spec = symmetry.euclidean_spec(len(sizes) - 1)
+    nets = [[(w[i], b[i]) for w, b in q_np] for i in range(n)]
     best = np.full(n, np.inf, np.float64)
     best_i = np.full(n, -1, np.int64)
     for r in np.unique(run_id):
         idx = np.flatnonzero(run_id == r)
         _, loc = nearest_neighbors(q_np, [(w[idx], b[idx]) for w, b in c_np], spec,
                                    query_chunk=query_chunk, ref_chunk=ref_chunk)
-        for i in range(n):
+        for i, q in enumerate(nets):
             if exclude_run is not None and exclude_run[i] == r:
                 continue
             j = int(idx[loc[i]])
-            q = [(w[i], b[i]) for w, b in q_np]
             c = [(w[j], b[j]) for w, b in c_np]
             perms = symmetry.weight_matching(q, c, max_iter=max_iter)
-            d = min(_sq_l2(_permute_np(q, perms), c), _sq_l2(q, c))
+            d = min(_sq_l2(symmetry.permute(q, perms), c), _sq_l2(q, c))
             if d < best[i]:
                 best[i], best_i[i] = d, j
     return np.sqrt(best).astype(np.float32), best_i

@@ -312,8 +312,9 @@ class NotCopies:
         return (f"samples are not copies: a flow row's median L2 distance to its nearest "
                 f"training checkpoint (up to permutation) > {self.fraction:g} x the median "
                 f"checkpoint spacing (distance of a checkpoint to the nearest checkpoint of "
-                f"another training run, the same way); counted for rows that work (accuracy mean >= {self.works:g} "
-                f"x the target row's), else 'not meaningful'")
+                f"another training run, the same way); counted for rows that work "
+                f"(accuracy mean >= {self.works:g} x the target row's), else 'not "
+                f"meaningful'")
 
     def evaluate(self, table: Mapping[str, Any]) -> list[dict]:
         t = _row(table, self.target)
